@@ -1,0 +1,1 @@
+"""Sequence backbones: item-vector sequences (B, T, D) -> states (B, T, D)."""

@@ -1,0 +1,576 @@
+"""Recipes: YAML validated into frozen pydantic models.
+
+A recipe is the single source of truth for a comparison. Every section forbids unknown keys (a misspelt key
+is an error naming the key, the file and the nearest valid key), every choice is a ``Literal`` and every number
+has bounds. The encoder, backbone and split unions *are* the registry: adding a kind means adding a section
+class here and a builder in ``recbench.model``.
+
+A recipe may declare a ``grid`` (datasets x splits x encoders x backbones x seeds) around shared sections;
+:func:`expand` turns it into concrete :class:`RunSpec` objects, each with its own hash (the MLflow tag and the
+skip-if-done key).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+METRIC_NAMES = ("hr", "ndcg", "mrr")
+_METRIC_RE = re.compile(r"^(hr|ndcg|mrr)@(\d+)$")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message says what is wrong and how to fix it."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+class DatasetSection(Strict):
+    """Which dataset, where its files are, and how raw interactions are preprocessed."""
+
+    name: str = Field(description="Data card name, e.g. movielens-100k (see `recbench data list`).")
+    data_dir: str | None = Field(
+        None, description="A local folder with the dataset's files; used instead of downloading."
+    )
+    min_rating: float | None = Field(
+        None, description="Keep only interactions with rating >= this value (unset: the card's default)."
+    )
+    user_core: int | None = Field(
+        None, ge=0, le=1000, description="k-core: drop users with fewer interactions (unset: card default)."
+    )
+    item_core: int | None = Field(
+        None, ge=0, le=1000, description="k-core: drop items with fewer interactions (unset: card default)."
+    )
+    dedup: Literal["first", "last", "none"] | None = Field(
+        None,
+        description="Repeated (user, item) pairs: keep the first, the last, or all (unset: card default).",
+    )
+    ties: Literal["file_order", "item_id"] | None = Field(
+        None,
+        description="Order of equal timestamps: file order (default) or item id.",
+    )
+    text_template: str | None = Field(
+        None, description="Item text template over item-table fields (overrides the card's), e.g. '{title}'."
+    )
+    max_users: int | None = Field(
+        None,
+        ge=1,
+        description="Keep only the first N users (by id order): for smoke tests, never benchmarks.",
+    )
+
+
+# --------------------------------------------------------------------------------------------- split
+
+
+class LeaveOneOutSplit(Strict):
+    """Per user: last item = test, second to last = validation, the rest trains."""
+
+    kind: Literal["leave_one_out"] = "leave_one_out"
+
+
+class TemporalSplit(Strict):
+    """Global temporal split: two cut times at quantiles of all timestamps."""
+
+    kind: Literal["temporal"] = "temporal"
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of interactions after the valid cut.")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of interactions after the test cut.")
+
+
+class ColdItemSplit(Strict):
+    """Leave-one-out, with a random fraction of items held out of training entirely."""
+
+    kind: Literal["cold_item"] = "cold_item"
+    cold_fraction: float = Field(0.1, gt=0, lt=0.9, description="Share of items never seen in training.")
+    seed: int = Field(0, ge=0, description="Seed of the cold-item draw (part of the protocol).")
+
+
+SplitSection = Annotated[LeaveOneOutSplit | TemporalSplit | ColdItemSplit, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------------------------- encoders
+
+
+class IdEncoderSection(Strict):
+    """A learned embedding per item id (the IDRec baseline)."""
+
+    kind: Literal["id"] = "id"
+    label: str | None = Field(None, description="Row name in tables (default: derived from the settings).")
+    init_std: float = Field(0.02, gt=0, le=1, description="Std of the normal initialisation.")
+
+    @property
+    def display(self) -> str:
+        return self.label or "id"
+
+
+class _ContentEncoderBase(Strict):
+    model: str = Field(description="Hub id, local folder, or alias (e.g. `minilm`).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit); recorded.")
+    mode: Literal["frozen", "top_k", "full"] = Field(
+        "frozen", description="frozen: cached vectors; top_k: top k layers train; full: end to end."
+    )
+    top_k: int = Field(2, ge=1, le=48, description="Trainable top layers in mode top_k.")
+    max_tokens: int = Field(64, ge=4, le=512, description="Text truncation length in tokens.")
+    projection: Literal["linear", "mlp"] = Field("linear", description="Map to the backbone width.")
+    lr: float | None = Field(
+        None, gt=0, le=1, description="Learning rate of the encoder's pretrained weights (default: train.lr)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off unless set).")
+    encode_batch_size: int = Field(128, ge=1, le=8192, description="Items per forward pass when encoding.")
+    label: str | None = Field(None, description="Row name in tables (default: derived from the settings).")
+
+
+class TextEncoderSection(_ContentEncoderBase):
+    """A BERT-family text encoder over each item's text (MoRec's text item encoder)."""
+
+    kind: Literal["text"] = "text"
+    model: str = Field("minilm", description="Hub id, local folder, or alias (`minilm`).")
+    pooling: Literal["cls", "mean"] = Field("mean", description="How token states become one vector.")
+
+    @property
+    def display(self) -> str:
+        name = Path(self.model).name if "/" in self.model else self.model
+        mode = f"top{self.top_k}" if self.mode == "top_k" else self.mode
+        return self.label or f"text-{name}-{mode}"
+
+
+class ClipEncoderSection(_ContentEncoderBase):
+    """CLIP over each item's text, image, or both (fused)."""
+
+    kind: Literal["clip"] = "clip"
+    model: str = Field("openai/clip-vit-base-patch32", description="Hub id or local folder of a CLIP model.")
+    towers: Literal["text", "image", "both"] = Field("image", description="Which CLIP tower(s) encode items.")
+    fuse: Literal["mean", "concat"] = Field(
+        "mean", description="How the two towers combine when towers=both."
+    )
+
+    @property
+    def display(self) -> str:
+        name = Path(self.model).name if "/" in self.model else self.model
+        mode = f"top{self.top_k}" if self.mode == "top_k" else self.mode
+        return self.label or f"clip-{self.towers}-{name}-{mode}"
+
+
+ContentEncoderSection = Annotated[TextEncoderSection | ClipEncoderSection, Field(discriminator="kind")]
+
+
+class FusionEncoderSection(Strict):
+    """ID embedding combined with a content encoder (MoRec's ID-plus-modality variants)."""
+
+    kind: Literal["fusion"] = "fusion"
+    content: ContentEncoderSection
+    combine: Literal["add", "concat"] = Field("add", description="add: sum; concat: concat then project.")
+    init_std: float = Field(0.02, gt=0, le=1, description="Std of the ID embedding's initialisation.")
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or f"id+{self.content.display}-{self.combine}"
+
+
+EncoderSection = Annotated[
+    IdEncoderSection | TextEncoderSection | ClipEncoderSection | FusionEncoderSection,
+    Field(discriminator="kind"),
+]
+
+
+# --------------------------------------------------------------------------------------------- backbones
+
+
+class SASRecSection(Strict):
+    """Causal self-attention (Kang & McAuley, 2018)."""
+
+    kind: Literal["sasrec"] = "sasrec"
+    dim: int = Field(64, ge=8, le=4096, description="Item-vector and hidden width D.")
+    layers: int = Field(2, ge=1, le=24)
+    heads: int = Field(2, ge=1, le=64)
+    inner: int = Field(256, ge=8, le=16384, description="Feed-forward width.")
+    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on embeddings, residuals and FFN.")
+    attn_dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on attention weights.")
+    norm: Literal["pre", "post"] = Field("post", description="LayerNorm before or after each sublayer.")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class GRU4RecSection(Strict):
+    """Recurrent session model (Hidasi et al., 2016), trained on all positions."""
+
+    kind: Literal["gru4rec"] = "gru4rec"
+    dim: int = Field(64, ge=8, le=4096, description="Item-vector width D.")
+    hidden: int = Field(64, ge=8, le=4096, description="GRU hidden width.")
+    layers: int = Field(1, ge=1, le=8)
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on the input item vectors.")
+
+
+class BERT4RecSection(Strict):
+    """Bidirectional transformer with cloze training (Sun et al., 2019)."""
+
+    kind: Literal["bert4rec"] = "bert4rec"
+    dim: int = Field(64, ge=8, le=4096)
+    layers: int = Field(2, ge=1, le=24)
+    heads: int = Field(2, ge=1, le=64)
+    inner: int = Field(256, ge=8, le=16384)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    attn_dropout: float = Field(0.2, ge=0, lt=1)
+    mask_prob: float = Field(0.2, gt=0, lt=1, description="Probability that a position is masked (cloze).")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        return self
+
+
+BackboneSection = Annotated[SASRecSection | GRU4RecSection | BERT4RecSection, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------------------------- train/eval
+
+
+class TrainSection(Strict):
+    """Loss, optimiser and the early-stopping loop."""
+
+    loss: Literal["ce", "sampled_ce", "bce", "in_batch"] = Field(
+        "ce", description="ce: full softmax; sampled_ce: N uniform negatives; bce: 1 negative; in_batch."
+    )
+    negatives: int = Field(100, ge=1, le=100_000, description="Uniform negatives per step for sampled_ce.")
+    max_len: int = Field(50, ge=2, le=4096, description="Longest history a backbone sees.")
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(128, ge=1, le=65536, description="Sequences (windows) per step.")
+    max_epochs: int = Field(200, ge=1, le=100_000)
+    patience: int = Field(
+        10, ge=1, le=10_000, description="Epochs without a better valid metric before stop."
+    )
+    valid_metric: str = Field("ndcg@10", description="Early-stopping metric on validation, e.g. ndcg@10.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm (None: off).")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch threads (None: all cores).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available.")
+
+    @field_validator("valid_metric")
+    @classmethod
+    def _metric_name(cls, v: str) -> str:
+        if not _METRIC_RE.match(v):
+            raise ValueError(f"'{v}' is not a metric; use one of hr@K, ndcg@K, mrr@K (e.g. ndcg@10)")
+        return v
+
+
+class EvalSection(Strict):
+    """Ranking protocol. Full ranking over the catalogue unless a recipe asks for sampled candidates."""
+
+    ks: tuple[int, ...] = Field((5, 10, 20), description="Cut-offs K of HR@K, NDCG@K, MRR@K.")
+    exclude_seen: bool = Field(True, description="Exclude the user's history items from ranking.")
+    ties: Literal["pessimistic", "expected"] = Field(
+        "pessimistic", description="Tied scores count against the target, or as the expected random rank."
+    )
+    candidates: Literal["full", "sampled"] = Field(
+        "full", description="Rank all items, or target + N sampled."
+    )
+    sampled_negatives: int = Field(100, ge=1, le=100_000, description="Negatives per user when sampled.")
+    cold_threshold: int = Field(
+        0, ge=0, description="A target item is `cold` if it occurs at most this often in training."
+    )
+    batch_size: int = Field(256, ge=1, le=65536, description="Users per evaluation batch.")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("ks must list at least one cut-off")
+        if any(k < 1 for k in v):
+            raise ValueError("every K must be >= 1")
+        return tuple(sorted(set(v)))
+
+
+# --------------------------------------------------------------------------------------------- recipe
+
+
+class Grid(Strict):
+    """Axes of a grid; every combination is one run. Each entry is a full section."""
+
+    dataset: list[DatasetSection] | None = None
+    split: list[SplitSection] | None = None
+    encoder: list[EncoderSection] | None = None
+    backbone: list[BackboneSection] | None = None
+    seed: list[int] | None = None
+
+
+class RunSpec(Strict):
+    """One concrete run: what `recbench run` trains and what its hash identifies."""
+
+    name: str
+    experiment: str
+    seed: int
+    dataset: DatasetSection
+    split: SplitSection
+    encoder: EncoderSection
+    backbone: BackboneSection
+    train: TrainSection
+    eval: EvalSection
+
+    @property
+    def recipe_hash(self) -> str:
+        return _hash(self.model_dump(mode="json", exclude={"name", "experiment"}))
+
+    @property
+    def run_name(self) -> str:
+        split = self.split.kind
+        return f"{self.dataset.name}/{split}/{self.encoder.display}/{self.backbone.kind}/seed{self.seed}"
+
+    def protocol(self) -> dict[str, Any]:
+        """What must match for two results to be ranked against each other (without the dataset's own hash)."""
+        return {
+            "dataset": self.dataset.model_dump(mode="json", exclude={"data_dir", "text_template"}),
+            "split": self.split.model_dump(mode="json"),
+            "max_len": self.train.max_len,
+            "loss": self.train.loss,
+            "negatives": self.train.negatives if self.train.loss == "sampled_ce" else None,
+            "candidates": self.eval.candidates,
+            "sampled_negatives": self.eval.sampled_negatives if self.eval.candidates == "sampled" else None,
+            "exclude_seen": self.eval.exclude_seen,
+            "ks": list(self.eval.ks),
+            "ties": self.eval.ties,
+            "cold_threshold": self.eval.cold_threshold,
+        }
+
+
+class Recipe(Strict):
+    """A comparison: shared sections, optionally a grid of alternatives."""
+
+    name: str = Field(description="Recipe name (kebab-case).")
+    description: str = ""
+    experiment: str = Field("recbench", description="MLflow experiment the runs go to.")
+    seed: int = Field(0, ge=0)
+    dataset: DatasetSection | None = None
+    split: SplitSection = LeaveOneOutSplit()
+    encoder: EncoderSection | None = None
+    backbone: BackboneSection | None = None
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    grid: Grid | None = None
+    baseline: str | None = Field(
+        None, description="Encoder label every other run is compared with (default: the first `id` encoder)."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self):
+        grid = self.grid or Grid()
+        for section in ("dataset", "encoder", "backbone"):
+            if getattr(self, section) is None and not getattr(grid, section):
+                raise ValueError(
+                    f"`{section}` is missing: give a `{section}:` section or a `grid.{section}` list"
+                )
+        if self.train.valid_metric.split("@")[1] not in {str(k) for k in self.eval.ks}:
+            raise ValueError(
+                f"train.valid_metric {self.train.valid_metric} needs its K in eval.ks {list(self.eval.ks)}"
+            )
+        for spec in expand(self):
+            _check_encoder_backbone(spec)
+        return self
+
+
+def _check_encoder_backbone(spec: RunSpec) -> None:
+    """Combinations that cannot work, refused before any data is loaded."""
+    if spec.backbone.kind == "bert4rec" and spec.train.loss == "bce":
+        raise ValueError("bert4rec trains with a cloze objective: use loss ce, sampled_ce or in_batch")
+
+
+def expand(recipe: Recipe) -> list[RunSpec]:
+    """Every combination of the grid's axes, in a stable order (dataset, split, backbone, encoder, seed)."""
+    grid = recipe.grid or Grid()
+    axes = {
+        "dataset": grid.dataset or [recipe.dataset],
+        "split": grid.split or [recipe.split],
+        "backbone": grid.backbone or [recipe.backbone],
+        "encoder": grid.encoder or [recipe.encoder],
+        "seed": grid.seed or [recipe.seed],
+    }
+    runs = []
+    for values in itertools.product(*axes.values()):
+        chosen = dict(zip(axes, values))
+        runs.append(
+            RunSpec(
+                name=recipe.name,
+                experiment=recipe.experiment,
+                train=recipe.train,
+                eval=recipe.eval,
+                **chosen,
+            )
+        )
+    labels = {}
+    for run in runs:
+        key = (run.dataset.name, run.split.kind, run.backbone.kind, run.seed, run.encoder.display)
+        if key in labels and labels[key] != run.encoder:
+            raise ValueError(
+                f"two different encoders share the label '{run.encoder.display}': give each a distinct `label`"
+            )
+        labels[key] = run.encoder
+    return runs
+
+
+def baseline_label(recipe: Recipe) -> str | None:
+    if recipe.baseline:
+        return recipe.baseline
+    encoders = (recipe.grid.encoder if recipe.grid and recipe.grid.encoder else None) or [recipe.encoder]
+    for enc in encoders:
+        if enc is not None and enc.kind == "id":
+            return enc.display
+    return None
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of JSON-able data (canonical JSON, sha256, 16 hex digits)."""
+    return _hash(obj)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[list[str], Any]]:
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise RecipeError(f"--set expects key=value (e.g. train.lr=3e-4), got '{item}'")
+        key, raw = item.split("=", 1)
+        path = [p for p in key.strip().split(".") if p]
+        if not path:
+            raise RecipeError(f"--set has an empty key in '{item}'")
+        out.append((path, yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    data = json.loads(json.dumps(raw))  # deep copy of plain data
+    for path, value in parse_overrides(overrides):
+        node = data
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; errors are :class:`RecipeError` with a fix in the message."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (name, dataset, encoder, ...)")
+    return recipe_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, source)) from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid recipe ({exc.error_count()} problem{'s' * (exc.error_count() > 1)})"]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(err["loc"][:-1])
+            near = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+            hint = f"did you mean '{near[0]}'?" if near else f"valid keys here: {', '.join(sorted(valid))}"
+            key_path = ".".join(_user_path(err["loc"]))
+            lines.append(f"  - unknown key '{key_path}' in {source}: {hint}")
+        else:
+            lines.append(f"  - {'.'.join(_user_path(err['loc'])) or where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+_ALL_TAGS = {
+    cls.model_fields["kind"].default
+    for cls in (
+        LeaveOneOutSplit,
+        TemporalSplit,
+        ColdItemSplit,
+        IdEncoderSection,
+        TextEncoderSection,
+        ClipEncoderSection,
+        FusionEncoderSection,
+        SASRecSection,
+        GRU4RecSection,
+        BERT4RecSection,
+    )
+}
+
+
+def _user_path(loc: tuple) -> list[str]:
+    """A pydantic error location as the user wrote it (without the union tags pydantic inserts)."""
+    return [str(p) for p in loc if not (isinstance(p, str) and p in _ALL_TAGS)]
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    """Field names of the model at a pydantic error location (walking unions by their tag)."""
+    tp: Any = Recipe
+    for part in loc:
+        tp = _step(_unwrap(tp), part)
+        if tp is None:
+            return []
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if _is_model(tp) else []
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated[...] and Optional[...] wrappers."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif _is_union(tp) and sum(a is not type(None) for a in get_args(tp)) == 1:
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        else:
+            return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) is Union or type(tp).__name__ == "UnionType"
+
+
+def _step(tp: Any, part: Any) -> Any:
+    if _is_model(tp):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    if get_origin(tp) in (list, tuple):
+        return get_args(tp)[0]
+    if _is_union(tp):
+        for member in map(_unwrap, get_args(tp)):
+            if _is_model(member) and "kind" in member.model_fields:
+                if member.model_fields["kind"].default == part:
+                    return member
+    return None

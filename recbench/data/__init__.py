@@ -1,0 +1,1 @@
+"""Datasets: cards, downloads, adapters (raw files -> canonical polars frames), preprocessing, splits."""

@@ -1,0 +1,91 @@
+"""Line-level readers shared by the adapters, with one policy for malformed lines.
+
+A card declares ``on_bad_line``: ``error`` (stop with the file and line number) or ``skip`` (drop the line and
+count it; the count appears in ``recbench data stats``). Nothing is ever silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from recbench.data.schema import DataError
+
+T = TypeVar("T")
+
+
+@dataclass
+class BadLines:
+    """Counts skipped lines per file (policy ``skip``) or raises on the first one (policy ``error``)."""
+
+    policy: str = "error"
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.policy not in ("error", "skip"):
+            raise ValueError(f"on_bad_line must be 'error' or 'skip', got {self.policy!r}")
+
+    def bad(self, path: Path, line_no: int, why: str) -> None:
+        if self.policy == "error":
+            raise DataError(
+                f"{path}, line {line_no}: {why}. Fix the file, or set `on_bad_line: skip` in the data card "
+                "to skip and count such lines."
+            )
+        self.skipped[path.name] = self.skipped.get(path.name, 0) + 1
+        self.examples.setdefault(path.name, f"line {line_no}: {why}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.skipped.values())
+
+    def notes(self) -> dict:
+        return {f"bad_lines_skipped[{k}]": v for k, v in self.skipped.items()}
+
+
+def iter_lines(path: Path, encoding: str = "utf-8", skip_header: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, line without its CR/LF); blank lines are skipped. CRLF and LF both work."""
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    opener = _opener(path)
+    with opener(path, "rt", encoding=encoding, newline="") as fh:
+        for no, line in enumerate(fh, start=1):
+            if skip_header and no == 1:
+                continue
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield no, line
+
+
+def _opener(path: Path) -> Callable:
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open
+    return open
+
+
+def parse_lines(
+    path: Path,
+    parse: Callable[[str], T],
+    bad: BadLines,
+    encoding: str = "utf-8",
+    skip_header: bool = False,
+) -> Iterator[T]:
+    """Apply `parse` to every line; a ValueError/KeyError/IndexError from it is a bad line under the policy."""
+    for no, line in iter_lines(path, encoding, skip_header):
+        try:
+            yield parse(line)
+        except (ValueError, KeyError, IndexError, TypeError, SyntaxError) as exc:
+            bad.bad(path, no, str(exc) or type(exc).__name__)
+
+
+def split_fields(line: str, sep: str, n: int | None = None, min_n: int | None = None) -> list[str]:
+    parts = line.split(sep)
+    if n is not None and len(parts) != n:
+        raise ValueError(f"expected {n} fields separated by {sep!r}, found {len(parts)}")
+    if min_n is not None and len(parts) < min_n:
+        raise ValueError(f"expected at least {min_n} fields separated by {sep!r}, found {len(parts)}")
+    return parts

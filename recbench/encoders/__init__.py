@@ -1,0 +1,1 @@
+"""Item encoders: ID, text (BERT family), CLIP (text/image), ID + content fusion."""

@@ -1,0 +1,194 @@
+"""Losses, the training loop, early stopping. Returns a history; logs nothing (the runner does).
+
+Losses over the states of every loss position (M, D) and the item vectors of the step:
+- ``ce``: full softmax over the whole catalogue (padding excluded);
+- ``sampled_ce``: softmax over the target and N uniform negatives shared by the batch (a negative equal to
+  the row's target is masked out);
+- ``bce``: the original SASRec loss, one uniform negative per position (a negative equal to the target is
+  redrawn once, then masked);
+- ``in_batch``: softmax over the distinct targets of the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from recbench.data.batches import Windows
+from recbench.model import Recommender, TrainStates
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the run stops with an error that says where."""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    kind: str = "ce"
+    negatives: int = 100
+
+    @property
+    def needs_all_items(self) -> bool:
+        return self.kind == "ce"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    train_s: float
+    valid: dict[str, float]
+    valid_s: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_value: float = -math.inf
+    stopped_early: bool = False
+
+    @property
+    def train_s(self) -> float:
+        return sum(e.train_s for e in self.epochs)
+
+    @property
+    def s_per_epoch(self) -> float:
+        return self.train_s / max(1, len(self.epochs))
+
+
+def sample_extra_ids(
+    spec: LossSpec, inputs: torch.Tensor, num_items: int, generator: torch.Generator
+) -> torch.Tensor | None:
+    """Negatives drawn before the forward pass, so the encoder encodes them with the batch's items."""
+    if spec.kind == "sampled_ce":
+        return torch.randint(1, num_items + 1, (spec.negatives,), generator=generator).to(inputs.device)
+    if spec.kind == "bce":
+        return torch.randint(1, num_items + 1, inputs.shape, generator=generator).to(inputs.device)  # (B, L)
+    return None
+
+
+def compute_loss(spec: LossSpec, ts: TrainStates, extra: torch.Tensor | None, num_items: int) -> torch.Tensor:
+    h, y = ts.states, ts.targets  # (M, D), (M,)
+    if spec.kind == "ce":
+        items = ts.vectors(torch.arange(1, num_items + 1, device=h.device))  # (N, D), padding left out
+        logits = h @ items.T  # (M, N): column j is item j + 1
+        return F.cross_entropy(logits, y - 1)
+    if spec.kind == "sampled_ce":
+        pos = (h * ts.vectors(y)).sum(-1, keepdim=True)  # (M, 1)
+        neg = h @ ts.vectors(extra).T  # (M, n)
+        neg = neg.masked_fill(
+            extra.unsqueeze(0) == y.unsqueeze(1), -torch.inf
+        )  # a negative = target is no negative
+        logits = torch.cat([pos, neg], dim=1)  # (M, 1 + n)
+        return F.cross_entropy(logits, torch.zeros_like(y))
+    if spec.kind == "bce":
+        neg_ids = extra[ts.positions]  # (M,)
+        pos = (h * ts.vectors(y)).sum(-1)  # (M,)
+        neg = (h * ts.vectors(neg_ids)).sum(-1)  # (M,)
+        valid_neg = (neg_ids != y).float()  # (M,) a collision with the target is not a negative
+        loss = F.softplus(-pos) + F.softplus(neg) * valid_neg  # -log s(pos) - log(1 - s(neg))
+        return loss.mean()
+    if spec.kind == "in_batch":
+        classes, label = torch.unique(y, return_inverse=True)  # (C,), (M,)
+        logits = h @ ts.vectors(classes).T  # (M, C)
+        return F.cross_entropy(logits, label)
+    raise ValueError(f"unknown loss {spec.kind!r}")
+
+
+def make_optimizer(model: Recommender, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    groups = model.encoder.param_groups(lr)
+    encoder_params = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_params]
+    groups.append({"params": rest, "lr": lr})
+    cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return cls(groups, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass
+class FitConfig:
+    loss: LossSpec
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 200
+    patience: int = 10
+    valid_metric: str = "ndcg@10"
+    grad_clip: float | None = None
+    mask_prob: float = 0.0  # cloze objectives only
+
+
+def fit(
+    model: Recommender,
+    windows: Windows,
+    validate: Callable[[], dict[str, float]],
+    config: FitConfig,
+    generator: torch.Generator,
+    on_epoch: Callable[[EpochRecord, bool], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> History:
+    """Train until the validation metric stops improving for `patience` epochs; restore the best state."""
+    optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    history = History()
+    best_state = copy.deepcopy(model.state_dict())
+    since_best = 0
+    for epoch in range(1, config.max_epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        total, count = 0.0, 0
+        for step, (inputs, targets) in enumerate(windows.batches(config.batch_size, generator)):
+            inputs, targets = inputs.to(device), targets.to(device)
+            extra = sample_extra_ids(config.loss, inputs, model.num_items, generator)
+            ts = model.train_states(
+                inputs,
+                targets,
+                generator,
+                extra_ids=extra,
+                all_items=config.loss.needs_all_items,
+                mask_prob=config.mask_prob,
+            )
+            loss = compute_loss(config.loss, ts, extra, model.num_items)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at epoch {epoch}, batch {step + 1}; lower train.lr or set "
+                    "train.grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total += float(loss.detach()) * len(ts.targets)
+            count += len(ts.targets)
+            if on_batch:
+                on_batch(len(inputs))
+        train_s = time.perf_counter() - t0
+        model.eval()
+        t1 = time.perf_counter()
+        valid = validate()
+        record = EpochRecord(epoch, total / max(1, count), train_s, valid, time.perf_counter() - t1)
+        history.epochs.append(record)
+        value = valid[config.valid_metric]
+        improved = value > history.best_value
+        if improved:
+            history.best_value, history.best_epoch = value, epoch
+            best_state = copy.deepcopy(model.state_dict())
+            since_best = 0
+        else:
+            since_best += 1
+        if on_epoch:
+            on_epoch(record, improved)
+        if since_best >= config.patience:
+            history.stopped_early = True
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history
