@@ -251,6 +251,9 @@ class TrainSection(Strict):
     )
     negatives: int = Field(100, ge=1, le=100_000, description="Uniform negatives per step for sampled_ce.")
     max_len: int = Field(50, ge=2, le=4096, description="Longest history a backbone sees.")
+    window_stride: int | None = Field(
+        None, ge=1, description="Step between training windows over long histories (unset: max_len // 2)."
+    )
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -263,6 +266,16 @@ class TrainSection(Strict):
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm (None: off).")
     threads: int | None = Field(None, ge=1, le=1024, description="torch threads (None: all cores).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available.")
+
+    @model_validator(mode="after")
+    def _stride(self):
+        if self.window_stride is not None and self.window_stride > self.max_len:
+            raise ValueError(f"window_stride ({self.window_stride}) cannot exceed max_len ({self.max_len})")
+        return self
+
+    @property
+    def stride(self) -> int:
+        return self.window_stride or max(1, self.max_len // 2)
 
     @field_validator("valid_metric")
     @classmethod

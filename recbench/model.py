@@ -21,6 +21,7 @@ from recbench.config import (
     IdEncoderSection,
     SASRecSection,
 )
+from recbench.data.content import ItemContent
 from recbench.encoders.base import ItemEncoder
 
 
@@ -121,14 +122,12 @@ def cloze_positions(eligible: torch.Tensor, prob: float, generator: torch.Genera
     return masked
 
 
-def build_encoder(
-    section: EncoderSection, num_items: int, dim: int, items=None, data_name: str = ""
-) -> ItemEncoder:
-    """The encoder registry: recipe section -> module."""
+def build_encoder(section: EncoderSection, content: ItemContent, dim: int) -> ItemEncoder:
+    """The encoder registry: recipe section -> module. `content` is the catalogue's text and images."""
     if isinstance(section, IdEncoderSection):
         from recbench.encoders.id import IdEncoder
 
-        return IdEncoder(num_items, dim, init_std=section.init_std)
+        return IdEncoder(content.num_items, dim, init_std=section.init_std)
     raise NotImplementedError(f"encoder kind '{section.kind}' is not available yet")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -65,3 +66,44 @@ def has_image(items: pl.DataFrame) -> int:
     if "image_path" not in items.columns:
         return 0
     return int(items["image_path"].is_not_null().sum())
+
+
+@dataclass
+class ItemContent:
+    """What content encoders see of the catalogue: item index i + 1 <-> row i of `items`."""
+
+    dataset: str
+    items: pl.DataFrame
+    template: str | None
+    missing_text: str = "empty"
+    missing_image: str = "blank"
+
+    @classmethod
+    def from_data(
+        cls, data, template: str | None, missing_text: str = "empty", missing_image: str = "blank"
+    ) -> ItemContent:
+        return cls(data.name, data.items, template, missing_text, missing_image)
+
+    @property
+    def num_items(self) -> int:
+        return self.items.height
+
+    def texts(self) -> list[str]:
+        if not self.template:
+            raise DataError(
+                f"{self.dataset} has no text template: set dataset.text_template in the recipe (e.g. '{{title}}')"
+            )
+        return render_texts(self.items, self.template, self.missing_text)
+
+    def image_paths(self) -> list[str | None]:
+        if "image_path" not in self.items.columns:
+            raise DataError(f"{self.dataset} has no item images (no image_path column); use a text encoder")
+        paths = self.items["image_path"].to_list()
+        if self.missing_image == "error":
+            missing = [self.items["item_id"][i] for i, p in enumerate(paths) if not p]
+            if missing:
+                raise DataError(
+                    f"{len(missing)} items of {self.dataset} have no image (e.g. {missing[0]!r}); the card declares "
+                    "missing_image: error"
+                )
+        return paths

@@ -1,0 +1,234 @@
+"""The `recbench` command. Thin: parse, call, print. Heavy imports (torch, mlflow) happen inside commands.
+
+Exit status: 0 ok; 1 a run or a download failed; 2 bad input (recipe, card, option), with a message that says
+what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+import recbench
+
+app = typer.Typer(
+    name="recbench",
+    help="Benchmark ID-based against modality-based (text, image) sequential recommenders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: list the cards, fetch files, print statistics.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"recbench {recbench.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """recbench: one protocol for ID vs text/image item representations."""
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/morec_vs_idrec.yaml")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe key, e.g. --set train.lr=3e-4")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per run on stdout.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Local folder with the dataset files (no download).")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run only runs whose name matches (glob).")
+    ] = None,
+    max_runs: Annotated[int | None, typer.Option("--max-runs", min=1, help="Run at most N runs.")] = None,
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="Train again even if a FINISHED run exists.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train and evaluate every run of a recipe; track them in MLflow; print a summary table."""
+    from recbench.config import RecipeError, load_recipe
+    from recbench.data.schema import DataError
+
+    try:
+        parsed = load_recipe(recipe, set_)
+        from recbench.runner import RunOptions, check_against_cards, select_runs
+
+        options = RunOptions(
+            data_dir=str(data_dir) if data_dir else None,
+            only=only,
+            max_runs=max_runs,
+            skip_finished=not rerun,
+        )
+        runs = select_runs(parsed, options)
+        check_against_cards(runs)
+    except (RecipeError, DataError) as exc:
+        _fail(str(exc), 2)
+    if not runs:
+        _fail(f"no run of {recipe} matches --only {only!r}", 2)
+    if dry_run:
+        for spec in runs:
+            line = {"name": spec.run_name, "recipe_hash": spec.recipe_hash}
+            typer.echo(json.dumps(line) if as_json else f"{spec.recipe_hash}  {spec.run_name}")
+        return
+
+    from recbench.evaluation.metrics import NonFiniteScoresError
+    from recbench.reporting import Reporter, RichReporter, summary_table
+    from recbench.runner import run_recipe
+    from recbench.training import NonFiniteLossError
+
+    reporter = Reporter() if quiet else RichReporter(Console(stderr=True), metric=parsed.train.valid_metric)
+    try:
+        results = run_recipe(parsed, reporter, options)
+    except RecipeError as exc:
+        _fail(str(exc), 2)
+    except DataError as exc:
+        _fail(str(exc), 1)
+    except (NonFiniteLossError, NonFiniteScoresError) as exc:
+        _fail(f"{exc} (the run is marked FAILED in MLflow)", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted; the current run is marked FAILED in MLflow and will be redone next time", 130)
+    if as_json:
+        for result in results:
+            sys.stdout.write(json.dumps(result.summary_json()) + "\n")
+        Console(stderr=True).print(summary_table(results, parsed.train.valid_metric))
+    else:
+        Console().print(summary_table(results, parsed.train.valid_metric))
+
+
+@app.command()
+def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files.")]) -> None:
+    """Validate recipes (keys, values, combinations, K against the catalogue) without running anything."""
+    from recbench.config import RecipeError, expand, load_recipe
+    from recbench.data.schema import DataError
+    from recbench.runner import check_against_cards
+
+    failed = False
+    for path in recipes:
+        try:
+            recipe = load_recipe(path)
+            runs = expand(recipe)
+            check_against_cards(runs)
+            typer.echo(f"ok  {path}  ({len(runs)} run{'s' * (len(runs) != 1)})")
+        except (RecipeError, DataError) as exc:
+            failed = True
+            err.print(f"[bold red]invalid[/] {exc}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(2)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Every data card: name, domain, modalities, size, and whether its files are cached."""
+    from rich.table import Table
+
+    from recbench.data.cards import all_cards
+    from recbench.data.download import dataset_dir
+
+    table = Table(title="recbench datasets")
+    for col in ("name", "title", "domain", "modalities", "size", "cached"):
+        table.add_column(col)
+    for name, card in sorted(all_cards().items()):
+        cached = any((dataset_dir(card, m) / "COMPLETE").is_file() for m in card.mirrors)
+        table.add_row(
+            name,
+            card.title,
+            card.domain,
+            ", ".join(card.modalities),
+            card.size or "-",
+            "yes" if cached else "no",
+        )
+    Console().print(table)
+
+
+@data_app.command("card")
+def data_card(name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k")]) -> None:
+    """Print a data card (front matter and prose)."""
+    from recbench.data.cards import get_card
+    from recbench.data.schema import DataError
+
+    try:
+        card = get_card(name)
+    except DataError as exc:
+        _fail(str(exc), 2)
+    typer.echo(Path(card.path).read_text(encoding="utf-8"))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k")],
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Check a local folder instead.")] = None,
+) -> None:
+    """Download (or locate) a dataset's files, verify their checksums, and load it once."""
+    from recbench.config import DatasetSection
+    from recbench.data.cards import get_card
+    from recbench.data.download import resolve
+    from recbench.data.schema import DataError
+
+    try:
+        card = get_card(name)
+    except DataError as exc:
+        _fail(str(exc), 2)
+    try:
+        resolved = resolve(card, data_dir)
+        from recbench.data.loader import load_dataset
+
+        data = load_dataset(DatasetSection(name=name, data_dir=str(resolved.folder)))
+    except DataError as exc:
+        _fail(str(exc), 1)
+    typer.echo(
+        f"{name}: {data.num_users} users, {data.num_items} items, {data.num_interactions} interactions "
+        f"({resolved.mirror.format}, from {resolved.source}) in {resolved.folder}"
+    )
+
+
+@data_app.command("stats")
+def data_stats(
+    name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k")],
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Local folder with the files.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """Users, items, interactions, density, sequence lengths, ties, content coverage, cold items per split."""
+    from recbench.data.schema import DataError
+    from recbench.data.stats import dataset_statistics, stats_table
+
+    try:
+        stats = dataset_statistics(name, str(data_dir) if data_dir else None)
+    except DataError as exc:
+        _fail(str(exc), 1)
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2))
+    else:
+        Console().print(stats_table(stats))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,352 @@
+"""run(recipe) -> RunResults: seed, data, split, build, fit, evaluate, track.
+
+One code path for every encoder x backbone pair: the runner builds modules from recipe sections and hands a
+:class:`~recbench.model.Recommender` to the trainer and the evaluator; it never branches on a kind.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recbench.config import Recipe, RecipeError, RunSpec, expand, fingerprint
+from recbench.data.batches import make_windows
+from recbench.data.cards import get_card
+from recbench.data.content import ItemContent
+from recbench.data.loader import load_dataset
+from recbench.data.schema import DataError, SequenceData
+from recbench.data.splits import Split, make_split
+from recbench.evaluation.protocol import Evaluation, Protocol, evaluate, target_slices
+from recbench.model import Recommender, build_backbone, build_encoder
+from recbench.reporting import Reporter
+from recbench.results import Cost, RunResult, git_commit, per_user_frame
+from recbench.training import FitConfig, LossSpec, fit
+
+
+@dataclass
+class RunOptions:
+    data_dir: str | None = None  # overrides dataset.data_dir of every run
+    only: str | None = None  # glob over run names
+    max_runs: int | None = None
+    skip_finished: bool = True
+    track: bool = True
+
+
+def select_runs(recipe: Recipe, options: RunOptions) -> list[RunSpec]:
+    runs = expand(recipe)
+    if options.data_dir:
+        runs = [
+            r.model_copy(update={"dataset": r.dataset.model_copy(update={"data_dir": options.data_dir})})
+            for r in runs
+        ]
+    if options.only:
+        pattern = options.only if any(c in options.only for c in "*?[") else f"*{options.only}*"
+        runs = [r for r in runs if fnmatch.fnmatch(r.run_name, pattern)]
+    if options.max_runs is not None:
+        runs = runs[: options.max_runs]
+    return runs
+
+
+def check_against_cards(runs: list[RunSpec]) -> None:
+    """Refuse, before any data is loaded, what the cards already say cannot work (e.g. K >= catalogue)."""
+    for spec in runs:
+        try:
+            card = get_card(spec.dataset.name)
+        except DataError as exc:
+            raise RecipeError(str(exc)) from None
+        if card.expected.items is not None:
+            check_catalogue(spec, card.expected.items)
+        if card.presplit and spec.split.kind == "temporal":
+            raise RecipeError(
+                f"{card.name} fixes its own leave-one-out split and has no timestamps: use leave_one_out"
+            )
+
+
+def check_catalogue(spec: RunSpec, num_items: int) -> None:
+    k = max(spec.eval.ks)
+    if k >= num_items:
+        raise RecipeError(
+            f"eval.ks contains {k}, but {spec.dataset.name} has only {num_items} items: every K must be "
+            "smaller than the catalogue"
+        )
+    if spec.eval.candidates == "sampled" and spec.eval.sampled_negatives >= num_items:
+        raise RecipeError(
+            f"eval.sampled_negatives={spec.eval.sampled_negatives} is not below the catalogue size {num_items}"
+        )
+    if spec.eval.candidates == "sampled" and k > spec.eval.sampled_negatives:
+        raise RecipeError(
+            f"eval.ks contains {k}, more than the {spec.eval.sampled_negatives} sampled candidates"
+        )
+    if spec.train.loss == "sampled_ce" and spec.train.negatives >= num_items:
+        raise RecipeError(
+            f"train.negatives={spec.train.negatives} is not below the catalogue size {num_items}"
+        )
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("train.device is cuda but no CUDA device is available (use auto or cpu)")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_recipe(
+    recipe: Recipe, reporter: Reporter | None = None, options: RunOptions | None = None
+) -> list[RunResult]:
+    """Every run of the recipe's grid, skipping those already FINISHED with the same recipe hash."""
+    reporter = reporter or Reporter()
+    options = options or RunOptions()
+    runs = select_runs(recipe, options)
+    check_against_cards(runs)
+    tracker = None
+    if options.track:
+        from recbench.tracking import Tracker
+
+        tracker = Tracker(recipe.experiment)
+    results: list[RunResult] = []
+    reporter.grid_start(len(runs))
+    try:
+        for i, spec in enumerate(runs, start=1):
+            done = tracker.finished_run(spec.recipe_hash) if tracker and options.skip_finished else None
+            if done:
+                reporter.run_skipped(spec.run_name, done)
+                results.append(tracker.load_result(done))
+                continue
+            reporter.run_start(i, len(runs), spec.run_name)
+            try:
+                results.append(run_spec(spec, reporter, tracker))
+            except BaseException as exc:
+                reporter.run_failed(spec.run_name, exc)
+                raise
+    finally:
+        reporter.grid_end()
+    return results
+
+
+def run_spec(spec: RunSpec, reporter: Reporter | None = None, tracker=None) -> RunResult:
+    """Train and evaluate one run; tracked in MLflow when a tracker is given."""
+    reporter = reporter or Reporter()
+    if tracker is None:
+        return _run(spec, reporter, handle=None)
+    params = spec.model_dump(mode="json")
+    tags = {
+        "recbench.recipe_hash": spec.recipe_hash,
+        "recbench.version": _version(),
+        "recbench.git_commit": git_commit(),
+        "recbench.recipe": spec.name,
+        "mlflow.runName": spec.run_name,
+    }
+    with tracker.run(spec.run_name, params, tags) as handle:
+        return _run(spec, reporter, handle)
+
+
+def _version() -> str:
+    import recbench
+
+    return recbench.__version__
+
+
+def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
+    t_start = time.perf_counter()
+    if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
+        torch.set_num_threads(int(spec.train.threads or os.environ["RECBENCH_THREADS"]))
+    device = pick_device(spec.train.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    generator = seed_everything(spec.seed)
+
+    reporter.stage(f"data: {spec.dataset.name}")
+    data = load_dataset(spec.dataset, progress=reporter.download)
+    check_catalogue(spec, data.num_items)
+    split = make_split(data, spec.split)
+    protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": data.fingerprint})
+    if handle:
+        handle.set_tags(
+            {"recbench.protocol_fingerprint": protocol_fp, "recbench.dataset_fingerprint": data.fingerprint}
+        )
+    reporter.stage(
+        f"{data.num_users} users, {data.num_items} items, {data.num_interactions} interactions; "
+        f"{len(split.valid)} valid / {len(split.test)} test users ({spec.split.kind})"
+    )
+
+    backbone = build_backbone(spec.backbone, spec.train.max_len)
+    card = get_card(spec.dataset.name)
+    content = ItemContent.from_data(
+        data, spec.dataset.text_template or card.text_template, card.missing_text, card.missing_image
+    )
+    encoder = build_encoder(spec.encoder, content, dim=backbone.dim)
+    report = encoder.prepare(reporter)
+    model = Recommender(encoder, backbone, data.num_items, spec.train.max_len).to(device)
+
+    shift = model.objective == "causal"
+    windows = make_windows(split.train, spec.train.max_len, spec.train.stride, shift=shift)
+    protocol = Protocol(
+        num_items=data.num_items,
+        max_len=spec.train.max_len,
+        ks=spec.eval.ks,
+        exclude_seen=spec.eval.exclude_seen,
+        ties=spec.eval.ties,
+        candidates=spec.eval.candidates,
+        sampled_negatives=spec.eval.sampled_negatives,
+        batch_size=spec.eval.batch_size,
+        seed=spec.seed,
+    )
+
+    def validate() -> dict[str, float]:
+        return _evaluate(model, split, "valid", protocol, device, reporter, spec).metrics
+
+    n_batches = -(-len(windows) // spec.train.batch_size)
+    epoch_box = {"epoch": 0}
+
+    def on_epoch(record, improved: bool) -> None:
+        reporter.epoch_end(record.epoch, record.loss, record.valid, improved, record.train_s)
+        if handle:
+            values = {"train/loss": record.loss, "train/epoch_s": record.train_s}
+            values.update({f"valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
+            handle.log_metrics(values, step=record.epoch)
+        epoch_box["epoch"] = record.epoch
+        if record.epoch < spec.train.max_epochs:
+            reporter.epoch_start(record.epoch + 1, spec.train.max_epochs, n_batches)
+
+    reporter.stage(
+        f"train: {spec.encoder.display} x {spec.backbone.kind}, {len(windows)} windows, {windows.num_targets} targets"
+    )
+    reporter.epoch_start(1, spec.train.max_epochs, n_batches)
+    fit_config = FitConfig(
+        loss=LossSpec(spec.train.loss, spec.train.negatives),
+        optimizer=spec.train.optimizer,
+        lr=spec.train.lr,
+        weight_decay=spec.train.weight_decay,
+        batch_size=spec.train.batch_size,
+        max_epochs=spec.train.max_epochs,
+        patience=spec.train.patience,
+        valid_metric=spec.train.valid_metric,
+        grad_clip=spec.train.grad_clip,
+        mask_prob=getattr(spec.backbone, "mask_prob", 0.0),
+    )
+    history = fit(
+        model,
+        windows,
+        validate,
+        fit_config,
+        generator,
+        on_epoch=on_epoch,
+        on_batch=lambda n: reporter.batch(),
+        device=device,
+    )
+
+    t_eval = time.perf_counter()
+    valid_eval = _evaluate(model, split, "valid", protocol, device, reporter, spec, with_slices=True)
+    test_eval = _evaluate(model, split, "test", protocol, device, reporter, spec, with_slices=True)
+    eval_s = time.perf_counter() - t_eval
+
+    metrics = {"valid": valid_eval.metrics, "test": test_eval.metrics}
+    slice_sizes = {}
+    for group, ev in (("valid", valid_eval), ("test", test_eval)):
+        for name, values in ev.slices.items():
+            metrics[f"{group}/{name}"] = values
+            slice_sizes[f"{group}/{name}"] = ev.slice_sizes[name]
+    params_total = sum(p.numel() for p in model.parameters()) + int(report.extra.get("frozen_params", 0))
+    cost = Cost(
+        wall_s=time.perf_counter() - t_start,
+        train_s=history.train_s,
+        s_per_epoch=history.s_per_epoch,
+        epochs=len(history.epochs),
+        best_epoch=history.best_epoch,
+        encode_s=report.encode_s,
+        eval_s=eval_s,
+        peak_rss_mb=peak_rss_mb(),
+        cuda_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        params_total=params_total,
+        params_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
+    result = RunResult(
+        name=spec.run_name,
+        recipe=spec.name,
+        experiment=spec.experiment,
+        dataset=spec.dataset.name,
+        split=spec.split.kind,
+        encoder=spec.encoder.display,
+        encoder_kind=spec.encoder.kind,
+        backbone=spec.backbone.kind,
+        seed=spec.seed,
+        recipe_hash=spec.recipe_hash,
+        protocol_fingerprint=protocol_fp,
+        dataset_fingerprint=data.fingerprint,
+        protocol=spec.protocol(),
+        encoder_revision=report.revision,
+        git_commit=git_commit(),
+        metrics=metrics,
+        slice_sizes=slice_sizes,
+        cost=cost,
+        history=[
+            {
+                "epoch": e.epoch,
+                "loss": e.loss,
+                "train_s": e.train_s,
+                **{f"valid/{k}": v for k, v in e.valid.items()},
+            }
+            for e in history.epochs
+        ],
+        data_stats={k: v for k, v in {**data.stats, **split.stats}.items() if not isinstance(v, dict)},
+        notes={
+            "targets_in_history_test": test_eval.targets_in_history,
+            "stopped_early": history.stopped_early,
+            "encoder_cache_hit": report.cache_hit,
+            **report.extra,
+        },
+        run_id=handle.run_id if handle else None,
+    )
+    if handle:
+        per_user = per_user_frame(test_eval.users, test_eval.targets, test_eval.ranks, test_eval.per_user)
+        handle.log_result(result, per_user, spec.model_dump(mode="json"))
+    reporter.run_end(result)
+    return result
+
+
+def _evaluate(
+    model: Recommender,
+    split: Split,
+    which: str,
+    protocol: Protocol,
+    device,
+    reporter: Reporter,
+    spec: RunSpec,
+    with_slices: bool = False,
+) -> Evaluation:
+    eval_set = split.valid if which == "valid" else split.test
+    slices = (
+        target_slices(eval_set.targets, split.train_item_counts, spec.eval.cold_threshold)
+        if with_slices
+        else None
+    )
+    reporter.eval_start(f"eval {which}", len(eval_set))
+    model.eval()
+    out = evaluate(
+        model.scorer(), eval_set, protocol, device=device, slices=slices, on_batch=reporter.eval_batch
+    )
+    reporter.eval_end()
+    return out
+
+
+__all__ = ["RunOptions", "run_recipe", "run_spec", "check_against_cards", "SequenceData"]

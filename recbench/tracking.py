@@ -1,0 +1,158 @@
+"""MLflow: the only module that imports mlflow.
+
+The default store is embedded: ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
+``MLFLOW_TRACKING_URI`` points it anywhere else. A run is written as it goes (per-epoch metrics), finished
+with its final metrics and artifacts (resolved recipe, per-user ranks as parquet, the run summary JSON), and
+ends FINISHED, or FAILED with the reason as a tag (exception, NaN, Ctrl-C): never left RUNNING.
+
+MLflow metric names cannot contain '@', so ``ndcg@10`` is stored as ``ndcg_at_10``; :func:`metric_key` and
+:func:`metric_name` convert both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recbench.results import RunResult
+
+SUMMARY_ARTIFACT = "run_summary.json"
+RANKS_ARTIFACT = "per_user_test.parquet"
+RECIPE_ARTIFACT = "recipe.json"
+TAG_RECIPE_HASH = "recbench.recipe_hash"
+TAG_PROTOCOL = "recbench.protocol_fingerprint"
+TAG_DATASET = "recbench.dataset_fingerprint"
+TAG_FAILURE = "recbench.failure"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def metric_key(group: str, name: str) -> str:
+    """('test/warm', 'ndcg@10') -> 'test/warm/ndcg_at_10'."""
+    return f"{group}/{name.replace('@', '_at_')}"
+
+
+def metric_name(key: str) -> tuple[str, str]:
+    """'test/warm/ndcg_at_10' -> ('test/warm', 'ndcg@10')."""
+    group, _, name = key.rpartition("/")
+    return group, name.replace("_at_", "@")
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested recipe -> {'encoder.kind': 'id', ...} with string values (MLflow params)."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix.rstrip(".")] = json.dumps(obj) if isinstance(obj, (list, tuple)) else str(obj)
+    return out
+
+
+class Tracker:
+    """Writes RunResults to MLflow and answers 'is this recipe hash already FINISHED?'."""
+
+    def __init__(self, experiment: str, uri: str | None = None):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment = experiment
+
+    def finished_run(self, recipe_hash: str) -> str | None:
+        """The id of a FINISHED run with this recipe hash, if any (the skip-if-done key)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_RECIPE_HASH}` = '{recipe_hash}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def load_result(self, run_id: str) -> RunResult:
+        return load_result(self.client, run_id)
+
+    @contextmanager
+    def run(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[RunHandle]:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        handle = RunHandle(self.client, run.info.run_id)
+        handle.log_params(flatten(params))
+        try:
+            yield handle
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C too must mark the run FAILED
+            reason = f"{type(exc).__name__}: {exc}"[:5000]
+            try:
+                self.client.set_tag(handle.run_id, TAG_FAILURE, reason)
+            finally:
+                self.client.set_terminated(handle.run_id, status="FAILED")
+            raise
+        self.client.set_terminated(handle.run_id, status="FINISHED")
+
+
+class RunHandle:
+    def __init__(self, client, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in values.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_result(self, result: RunResult, per_user: pl.DataFrame | None, recipe: dict) -> None:
+        final = {metric_key(g, m): v for g, group in result.metrics.items() for m, v in group.items()}
+        final.update({f"cost/{k}": v for k, v in result.cost.model_dump().items() if v is not None})
+        self.log_metrics(final)
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = Path(tmp) / SUMMARY_ARTIFACT
+            summary.write_text(result.model_dump_json(indent=2), "utf-8")
+            (Path(tmp) / RECIPE_ARTIFACT).write_text(json.dumps(recipe, indent=2), "utf-8")
+            self.client.log_artifact(self.run_id, str(summary))
+            self.client.log_artifact(self.run_id, str(Path(tmp) / RECIPE_ARTIFACT))
+            if per_user is not None:
+                ranks = Path(tmp) / RANKS_ARTIFACT
+                per_user.write_parquet(ranks)
+                self.client.log_artifact(self.run_id, str(ranks))
+
+
+def load_result(client, run_id: str) -> RunResult:
+    """The RunResult of a finished run, read back from its summary artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, SUMMARY_ARTIFACT, tmp)
+        result = RunResult.model_validate_json(Path(path).read_text("utf-8"))
+    result.run_id = run_id
+    return result
+
+
+def load_per_user(client, run_id: str) -> pl.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, RANKS_ARTIFACT, tmp)
+        return pl.read_parquet(path)
