@@ -38,6 +38,11 @@ class Reporter:
     def run_failed(self, name: str, error: BaseException) -> None: ...
     def grid_end(self) -> None: ...
     def download(self, done: int, total: int | None) -> None: ...
+    def work_start(self, what: str, total: int | None) -> None:
+        """A long one-off job (e.g. encoding the catalogue): a bar of `total` steps."""
+
+    def work_advance(self, n: int = 1) -> None: ...
+    def work_end(self) -> None: ...
 
 
 class RichReporter(Reporter):
@@ -137,6 +142,18 @@ class RichReporter(Reporter):
 
     def grid_end(self) -> None:
         self.progress.stop()
+
+    def work_start(self, what: str, total: int | None) -> None:
+        self.work_task = self.progress.add_task(what, total=total, info="")
+
+    def work_advance(self, n: int = 1) -> None:
+        if getattr(self, "work_task", None) is not None:
+            self.progress.advance(self.work_task, n)
+
+    def work_end(self) -> None:
+        if getattr(self, "work_task", None) is not None:
+            self.progress.remove_task(self.work_task)
+            self.work_task = None
 
     def download(self, done: int, total: int | None) -> None:
         if self.dl_task is None:

@@ -30,8 +30,12 @@ class ItemEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def prepare(self, progress=None) -> EncoderReport:
-        """One-off work before training (e.g. computing and caching frozen vectors)."""
+    def prepare(self, reporter=None) -> EncoderReport:
+        """One-off work before training (e.g. computing and caching frozen vectors).
+
+        `reporter` is a :class:`recbench.reporting.Reporter` (work_start/work_advance/work_end for a bar).
+        Report `extra["frozen_params"]`: pretrained weights used to encode but not held by the module.
+        """
         return EncoderReport()
 
     def param_groups(self, lr: float) -> list[dict]:
