@@ -29,6 +29,12 @@ app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 
 
+def _out(stderr: bool = False) -> Console:
+    """A console that keeps wide tables readable when output is piped (rich assumes 80 columns then)."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
 def _fail(message: str, code: int) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -116,9 +122,9 @@ def run(
     if as_json:
         for result in results:
             sys.stdout.write(json.dumps(result.summary_json()) + "\n")
-        Console(stderr=True).print(summary_table(results, parsed.train.valid_metric))
+        _out(stderr=True).print(summary_table(results, parsed.train.valid_metric))
     else:
-        Console().print(summary_table(results, parsed.train.valid_metric))
+        _out().print(summary_table(results, parsed.train.valid_metric))
 
 
 @app.command()
@@ -155,7 +161,7 @@ def data_list() -> None:
 
     table = Table(title="recbench datasets")
     for col in ("name", "title", "domain", "modalities", "size", "cached"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for name, card in sorted(all_cards().items()):
         cached = any((dataset_dir(card, m) / "COMPLETE").is_file() for m in card.mirrors)
         table.add_row(
@@ -166,7 +172,7 @@ def data_list() -> None:
             card.size or "-",
             "yes" if cached else "no",
         )
-    Console().print(table)
+    _out().print(table)
 
 
 @data_app.command("card")
@@ -227,7 +233,7 @@ def data_stats(
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
     else:
-        Console().print(stats_table(stats))
+        _out().print(stats_table(stats))
 
 
 if __name__ == "__main__":  # pragma: no cover

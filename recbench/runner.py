@@ -222,7 +222,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
         reporter.epoch_end(record.epoch, record.loss, record.valid, improved, record.train_s)
         if handle:
             values = {"train/loss": record.loss, "train/epoch_s": record.train_s}
-            values.update({f"valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
+            values.update({f"epoch/valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
             handle.log_metrics(values, step=record.epoch)
         epoch_box["epoch"] = record.epoch
         if record.epoch < spec.train.max_epochs:

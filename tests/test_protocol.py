@@ -1,0 +1,100 @@
+"""The evaluator: exclusion of history, padding never ranked, repeats, sampled candidates, slices."""
+
+import numpy as np
+import pytest
+import torch
+
+from recbench.data.splits import EvalSet
+from recbench.evaluation.metrics import NonFiniteScoresError
+from recbench.evaluation.protocol import Protocol, evaluate, target_slices
+
+
+def _set(histories, targets):
+    return EvalSet(np.arange(len(targets)), [np.asarray(h) for h in histories], np.asarray(targets))
+
+
+def _fixed_scores(table):
+    table = torch.tensor(table, dtype=torch.float32)
+
+    def score(inputs):
+        return table[: inputs.shape[0]].clone()
+
+    return score
+
+
+def test_history_items_are_excluded_and_padding_is_never_a_candidate():
+    # catalogue of 5 items; the model loves items 1 and 2, which the user has already seen
+    scores = [[9.0, 8.0, 7.0, 1.0, 0.5, 0.2]]
+    ev_set = _set([[1, 2]], [3])
+    excl = evaluate(_fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=True))
+    incl = evaluate(_fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=False))
+    assert excl.ranks.tolist() == [1.0]  # padding (9.0) and history (8, 7) are not candidates
+    assert incl.ranks.tolist() == [3.0]  # history counted, padding still not
+    assert excl.metrics["hr@1"] == 1.0 and incl.metrics["hr@1"] == 0.0
+
+
+def test_a_repeated_target_stays_rankable_and_is_counted():
+    scores = [[0.0, 0.9, 0.1, 0.5]]
+    ev = evaluate(_fixed_scores(scores), _set([[1, 3]], [1]), Protocol(num_items=3, max_len=4, ks=(1,)))
+    assert ev.ranks.tolist() == [1.0]
+    assert ev.targets_in_history == 1
+
+
+def test_history_longer_than_max_len_is_still_fully_excluded():
+    seen = []
+
+    def score(inputs):
+        seen.append(inputs.clone())
+        return torch.tensor([[0.0, 5.0, 4.0, 3.0, 2.0, 1.0]])
+
+    ev = evaluate(score, _set([[1, 2, 3]], [5]), Protocol(num_items=5, max_len=2, ks=(1,)))
+    assert seen[0].tolist() == [[2, 3]]  # the model sees the last max_len items
+    assert ev.ranks.tolist() == [2.0]  # but all three history items are excluded: only item 4 beats 5
+
+
+def test_constant_model_scores_near_zero_in_full_ranking():
+    n = 500
+    ev_set = _set([[1]] * 20, list(range(2, 22)))
+    ev = evaluate(lambda x: torch.zeros(x.shape[0], n + 1), ev_set, Protocol(num_items=n, max_len=4, ks=(10,)))
+    assert ev.metrics["hr@10"] == 0.0 and ev.metrics["ndcg@10"] == 0.0
+    ev = evaluate(lambda x: torch.zeros(x.shape[0], n + 1), ev_set,
+                  Protocol(num_items=n, max_len=4, ks=(10,), ties="expected"))
+    assert ev.metrics["hr@10"] == pytest.approx(10 / (n - 1))  # one history item excluded
+
+
+def test_nan_scores_stop_evaluation():
+    def score(inputs):
+        out = torch.zeros(inputs.shape[0], 6)
+        out[0, 3] = float("nan")
+        return out
+
+    with pytest.raises(NonFiniteScoresError):
+        evaluate(score, _set([[1]], [2]), Protocol(num_items=5, max_len=4, ks=(1,)))
+
+
+def test_sampled_candidates_rank_among_target_plus_n_unseen_negatives():
+    n, negs = 200, 20
+    rng = np.random.default_rng(0)
+    histories = [rng.choice(np.arange(1, n + 1), 5, replace=False) for _ in range(50)]
+    targets = [int(rng.choice([i for i in range(1, n + 1) if i not in h])) for h in histories]
+    # a model that scores every item by its index: the rank is 1 + #candidates with a larger index
+    score = lambda x: torch.arange(n + 1, dtype=torch.float32).repeat(x.shape[0], 1)
+    p = Protocol(num_items=n, max_len=8, ks=(10,), candidates="sampled", sampled_negatives=negs, seed=3)
+    ev = evaluate(score, _set(histories, targets), p)
+    assert ev.ranks.max() <= negs + 1
+    full = evaluate(score, _set(histories, targets), Protocol(num_items=n, max_len=8, ks=(10,)))
+    assert (ev.ranks <= full.ranks).all()
+    again = evaluate(score, _set(histories, targets), p)
+    assert ev.ranks.tolist() == again.ranks.tolist()  # seeded: every model faces the same candidates
+
+
+def test_warm_and_cold_slices():
+    counts = np.array([0, 5, 0, 2, 1])
+    slices = target_slices(np.array([1, 2, 3, 4]), counts, cold_threshold=1)
+    assert slices["cold"].tolist() == [False, True, False, True]
+    assert slices["warm"].tolist() == [True, False, True, False]
+    scores = [[0.0, 4.0, 3.0, 2.0, 1.0]] * 4
+    ev = evaluate(_fixed_scores(scores), _set([[]] * 4, [1, 2, 3, 4]),
+                  Protocol(num_items=4, max_len=2, ks=(1,)), slices=slices)
+    assert ev.slices["warm"]["hr@1"] == 0.5 and ev.slices["cold"]["hr@1"] == 0.0
+    assert ev.slice_sizes == {"warm": 2, "cold": 2}
