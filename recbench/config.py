@@ -5,9 +5,10 @@ is an error naming the key, the file and the nearest valid key), every choice is
 has bounds. The encoder, backbone and split unions *are* the registry: adding a kind means adding a section
 class here and a builder in ``recbench.model``.
 
-A recipe may declare a ``grid`` (datasets x splits x encoders x backbones x seeds) around shared sections;
-:func:`expand` turns it into concrete :class:`RunSpec` objects, each with its own hash (the MLflow tag and the
-skip-if-done key).
+A recipe may declare a ``grid`` (datasets x splits x encoders x backbones x seeds) around shared sections,
+and/or an explicit ``runs`` list of partial section overrides (each entry expanded by the grid's axes);
+:func:`expand` turns them into concrete :class:`RunSpec` objects, each with its own hash (the MLflow tag and
+the skip-if-done key).
 """
 
 from __future__ import annotations
@@ -300,6 +301,25 @@ class EvalSection(Strict):
     cold_threshold: int = Field(
         0, ge=0, description="A target item is `cold` if it occurs at most this often in training."
     )
+    popularity_head: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Slice pop-head: targets whose training count reaches that of the item at this share "
+        "of the catalogue, most-trained first.",
+    )
+    popularity_tail: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Slice pop-tail: other targets whose training count is at most that of the item at this "
+        "share of the catalogue, least-trained first; pop-torso is the rest.",
+    )
+    history_bounds: tuple[int, ...] = Field(
+        (5, 10, 20, 50),
+        description="Upper bounds of the history-length slices (items before the target): "
+        "(5, 20) gives hist-le5, hist-6-20, hist-gt20.",
+    )
     batch_size: int = Field(256, ge=1, le=65536, description="Users per evaluation batch.")
 
     @field_validator("ks")
@@ -310,6 +330,22 @@ class EvalSection(Strict):
         if any(k < 1 for k in v):
             raise ValueError("every K must be >= 1")
         return tuple(sorted(set(v)))
+
+    @field_validator("history_bounds")
+    @classmethod
+    def _history_bounds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 0 for b in v):
+            raise ValueError("history bounds are history lengths: every bound must be >= 0")
+        return tuple(sorted(set(v)))
+
+    @model_validator(mode="after")
+    def _popularity_shares(self):
+        if self.popularity_head + self.popularity_tail > 1:
+            raise ValueError(
+                f"popularity_head ({self.popularity_head}) + popularity_tail ({self.popularity_tail}) "
+                "exceed the whole catalogue (their sum must be <= 1)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------- recipe
@@ -323,6 +359,38 @@ class Grid(Strict):
     encoder: list[EncoderSection] | None = None
     backbone: list[BackboneSection] | None = None
     seed: list[int] | None = None
+
+
+_RUN_SECTIONS = ("dataset", "split", "encoder", "backbone", "train", "eval")
+
+
+class RunVariant(Strict):
+    """One entry of a recipe's explicit `runs:` list: the sections this run changes.
+
+    A section given here is merged key by key into the recipe's shared section (so `train: {lr: 3e-4}` changes
+    only the learning rate); a section of another `kind` (e.g. `encoder: {kind: text}` over a shared `id`
+    encoder) replaces the shared one. A section that is also a grid axis cannot be set here.
+    """
+
+    dataset: DatasetSection | None = None
+    split: SplitSection | None = None
+    encoder: EncoderSection | None = None
+    backbone: BackboneSection | None = None
+    train: TrainSection | None = None
+    eval: EvalSection | None = None
+    seed: int | None = Field(None, ge=0, description="This run's seed (unset: the recipe's seed).")
+
+
+def _merge_section(shared: Any, override: Any) -> Any:
+    """Raw section `override` merged into raw section `shared` (dicts key by key; another kind replaces)."""
+    if not isinstance(shared, dict) or not isinstance(override, dict):
+        return override
+    if "kind" in override and "kind" in shared and override["kind"] != shared["kind"]:
+        return override
+    out = dict(shared)
+    for key, value in override.items():
+        out[key] = _merge_section(shared.get(key), value)
+    return out
 
 
 class RunSpec(Strict):
@@ -361,7 +429,16 @@ class RunSpec(Strict):
             "ks": list(self.eval.ks),
             "ties": self.eval.ties,
             "cold_threshold": self.eval.cold_threshold,
+            "popularity_head": self.eval.popularity_head,
+            "popularity_tail": self.eval.popularity_tail,
+            "history_bounds": list(self.eval.history_bounds),
         }
+
+    @property
+    def config_hash(self) -> str:
+        """The run's settings without its seed (and without where the data lives): runs that differ only by
+        seed share it, so tables aggregate exactly those."""
+        return config_hash(self.model_dump(mode="json"))
 
 
 class Recipe(Strict):
@@ -378,55 +455,107 @@ class Recipe(Strict):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     grid: Grid | None = None
+    runs: list[RunVariant] | None = Field(
+        None,
+        description="Explicit runs: each entry changes some shared sections (merged key by key); the grid's "
+        "axes, if any, expand every entry.",
+    )
     baseline: str | None = Field(
         None, description="Encoder label every other run is compared with (default: the first `id` encoder)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_runs(cls, data: Any) -> Any:
+        """Complete each `runs:` entry's partial sections from the shared ones, before validation."""
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            return data
+        merged = []
+        for entry in data["runs"]:
+            if isinstance(entry, dict):
+                entry = {
+                    key: _merge_section(data.get(key) or {}, value) if key in _RUN_SECTIONS else value
+                    for key, value in entry.items()
+                }
+            merged.append(entry)
+        return {**data, "runs": merged}
+
     @model_validator(mode="after")
     def _complete(self):
         grid = self.grid or Grid()
+        if self.runs is not None and not self.runs:
+            raise ValueError("`runs` is empty: list at least one run, or leave `runs` out")
+        variants = self.runs or []
+        for i, variant in enumerate(variants):
+            for section in (*_RUN_SECTIONS, "seed"):
+                if getattr(variant, section) is not None and getattr(grid, section, None):
+                    raise ValueError(
+                        f"runs[{i}] sets `{section}`, which is also a grid axis (grid.{section}): "
+                        "set it in one place"
+                    )
         for section in ("dataset", "encoder", "backbone"):
-            if getattr(self, section) is None and not getattr(grid, section):
+            given = bool(variants) and all(getattr(v, section) is not None for v in variants)
+            if getattr(self, section) is None and not getattr(grid, section) and not given:
                 raise ValueError(
-                    f"`{section}` is missing: give a `{section}:` section or a `grid.{section}` list"
+                    f"`{section}` is missing: give a `{section}:` section, a `grid.{section}` list, "
+                    f"or `{section}` in every entry of `runs`"
                 )
-        if self.train.valid_metric.split("@")[1] not in {str(k) for k in self.eval.ks}:
-            raise ValueError(
-                f"train.valid_metric {self.train.valid_metric} needs its K in eval.ks {list(self.eval.ks)}"
-            )
-        for spec in expand(self):
-            _check_encoder_backbone(spec)
+        specs = expand(self)
+        for spec in specs:
+            _check_spec(spec)
+        labels = sorted({spec.encoder.display for spec in specs})
+        if self.baseline is not None and self.baseline not in labels:
+            raise ValueError(f"baseline '{self.baseline}' is not an encoder label of this recipe: {labels}")
         return self
 
 
-def _check_encoder_backbone(spec: RunSpec) -> None:
+def _check_spec(spec: RunSpec) -> None:
     """Combinations that cannot work, refused before any data is loaded."""
+    if spec.train.valid_metric.split("@")[1] not in {str(k) for k in spec.eval.ks}:
+        raise ValueError(
+            f"train.valid_metric {spec.train.valid_metric} needs its K in eval.ks {list(spec.eval.ks)}"
+        )
     if spec.backbone.kind == "bert4rec" and spec.train.loss == "bce":
         raise ValueError("bert4rec trains with a cloze objective: use loss ce, sampled_ce or in_batch")
 
 
 def expand(recipe: Recipe) -> list[RunSpec]:
-    """Every combination of the grid's axes, in a stable order (dataset, split, backbone, encoder, seed)."""
+    """Every run: each `runs:` entry (or the shared sections alone) times every combination of the grid's
+    axes, in a stable order (entry, then dataset, split, backbone, encoder, seed)."""
     grid = recipe.grid or Grid()
-    axes = {
-        "dataset": grid.dataset or [recipe.dataset],
-        "split": grid.split or [recipe.split],
-        "backbone": grid.backbone or [recipe.backbone],
-        "encoder": grid.encoder or [recipe.encoder],
-        "seed": grid.seed or [recipe.seed],
-    }
     runs = []
-    for values in itertools.product(*axes.values()):
-        chosen = dict(zip(axes, values))
-        runs.append(
-            RunSpec(
-                name=recipe.name,
-                experiment=recipe.experiment,
-                train=recipe.train,
-                eval=recipe.eval,
-                **chosen,
+    for variant in recipe.runs or [None]:
+
+        def pick(section: str, variant=variant) -> Any:
+            value = getattr(variant, section) if variant is not None else None
+            return getattr(recipe, section) if value is None else value
+
+        axes = {
+            "dataset": grid.dataset or [pick("dataset")],
+            "split": grid.split or [pick("split")],
+            "backbone": grid.backbone or [pick("backbone")],
+            "encoder": grid.encoder or [pick("encoder")],
+            "seed": grid.seed or [pick("seed")],
+        }
+        for values in itertools.product(*axes.values()):
+            chosen = dict(zip(axes, values))
+            runs.append(
+                RunSpec(
+                    name=recipe.name,
+                    experiment=recipe.experiment,
+                    train=pick("train"),
+                    eval=pick("eval"),
+                    **chosen,
+                )
             )
-        )
+    hashes: dict[str, int] = {}
+    for i, run in enumerate(runs):
+        if run.recipe_hash in hashes:
+            raise ValueError(
+                f"runs {hashes[run.recipe_hash]} and {i} of the expanded recipe are identical "
+                f"({run.run_name}): remove the duplicate from `grid` or `runs`"
+            )
+        hashes[run.recipe_hash] = i
     labels = {}
     for run in runs:
         key = (run.dataset.name, run.split.kind, run.backbone.kind, run.seed, run.encoder.display)
@@ -439,13 +568,21 @@ def expand(recipe: Recipe) -> list[RunSpec]:
 
 
 def baseline_label(recipe: Recipe) -> str | None:
+    """The encoder label the recipe's other runs are compared with: `baseline`, else the first `id` encoder."""
     if recipe.baseline:
         return recipe.baseline
-    encoders = (recipe.grid.encoder if recipe.grid and recipe.grid.encoder else None) or [recipe.encoder]
-    for enc in encoders:
-        if enc is not None and enc.kind == "id":
-            return enc.display
+    for spec in expand(recipe):
+        if spec.encoder.kind == "id":
+            return spec.encoder.display
     return None
+
+
+def config_hash(spec: dict[str, Any]) -> str:
+    """Hash of a resolved run (``RunSpec.model_dump(mode="json")``, as stored in recipe.json) without its
+    seed, name, experiment and ``dataset.data_dir``: the runs that differ only by seed share it."""
+    data = {k: v for k, v in spec.items() if k not in ("seed", "name", "experiment")}
+    data["dataset"] = {k: v for k, v in (data.get("dataset") or {}).items() if k != "data_dir"}
+    return _hash(data)
 
 
 def _hash(obj: Any) -> str:

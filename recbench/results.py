@@ -1,12 +1,15 @@
 """RunResult: the record every consumer (CLI summary, --json, MLflow, leaderboard, compare) reads.
 
-Metric groups are named ``valid``, ``test``, and ``<split>/<slice>`` (e.g. ``test/warm``, ``test/cold``);
-metric names look like ``ndcg@10``. Per-user results (users, targets, ranks, per-user metrics) travel beside
-the record as a parquet artifact, so statistics can be recomputed from the store alone.
+Metric groups are named ``valid``, ``test``, and ``<split>/<slice>`` (e.g. ``test/warm``, ``test/cold``,
+``test/pop-tail``, ``test/hist-le5``); metric names look like ``ndcg@10``. Per-user results (users, targets,
+ranks, per-user metrics, slice membership) travel beside the record as a parquet artifact, so statistics can
+be recomputed from the store alone.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -75,17 +78,40 @@ class RunResult(BaseModel):
         }
 
 
+SLICE_COLUMN = "slice:"  # per-user frame column prefix: `slice:cold` is True for users in the cold slice
+
+
 def per_user_frame(
-    users: np.ndarray, targets: np.ndarray, ranks: np.ndarray, metrics: dict[str, np.ndarray]
+    users: np.ndarray,
+    targets: np.ndarray,
+    ranks: np.ndarray,
+    metrics: dict[str, np.ndarray],
+    slices: dict[str, np.ndarray] | None = None,
 ) -> pl.DataFrame:
-    """Per-user test results: one row per evaluated user."""
+    """Per-user test results: one row per evaluated user; `slices` adds one bool column per slice."""
     cols = {
         "user": users.astype(np.int64),
         "target": targets.astype(np.int64),
         "rank": ranks.astype(np.float64),
     }
     cols.update({name: values.astype(np.float64) for name, values in metrics.items()})
+    cols.update(
+        {f"{SLICE_COLUMN}{name}": np.asarray(mask, dtype=bool) for name, mask in (slices or {}).items()}
+    )
     return pl.DataFrame(cols)
+
+
+@lru_cache(maxsize=1)
+def machine_description() -> str:
+    """CPU model and logical CPU count from /proc/cpuinfo (e.g. 'AMD EPYC, 2 logical CPUs'); a run tag."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    models = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name") and ":" in ln]
+    cpus = sum(1 for ln in lines if ln.startswith("processor")) or os.cpu_count() or 0
+    model = models[0] if models else (platform.processor() or platform.machine() or "unknown CPU")
+    return f"{model}, {cpus} logical CPUs"
 
 
 @lru_cache(maxsize=1)

@@ -16,17 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recbench.config import Recipe, RecipeError, RunSpec, expand, fingerprint
+from recbench.config import Recipe, RecipeError, RunSpec, baseline_label, expand, fingerprint
 from recbench.data.batches import make_windows
 from recbench.data.cards import get_card
 from recbench.data.content import ItemContent
 from recbench.data.loader import load_dataset
 from recbench.data.schema import DataError, SequenceData
 from recbench.data.splits import Split, make_split
-from recbench.evaluation.protocol import Evaluation, Protocol, evaluate, target_slices
+from recbench.evaluation.protocol import (
+    Evaluation,
+    Protocol,
+    SliceSpec,
+    eval_slices,
+    evaluate,
+    popularity_thresholds,
+)
 from recbench.model import Recommender, build_backbone, build_encoder
 from recbench.reporting import Reporter
-from recbench.results import Cost, RunResult, git_commit, per_user_frame
+from recbench.results import Cost, RunResult, git_commit, machine_description, per_user_frame
 from recbench.training import FitConfig, LossSpec, fit
 
 
@@ -37,6 +44,7 @@ class RunOptions:
     max_runs: int | None = None
     skip_finished: bool = True
     track: bool = True
+    command: str | None = None  # the command line that started the runs (a run tag; the leaderboard shows it)
 
 
 def select_runs(recipe: Recipe, options: RunOptions) -> list[RunSpec]:
@@ -134,7 +142,11 @@ def run_recipe(
                 continue
             reporter.run_start(i, len(runs), spec.run_name)
             try:
-                results.append(run_spec(spec, reporter, tracker))
+                results.append(
+                    run_spec(
+                        spec, reporter, tracker, baseline=baseline_label(recipe), command=options.command
+                    )
+                )
             except BaseException as exc:
                 reporter.run_failed(spec.run_name, exc)
                 raise
@@ -143,8 +155,15 @@ def run_recipe(
     return results
 
 
-def run_spec(spec: RunSpec, reporter: Reporter | None = None, tracker=None) -> RunResult:
-    """Train and evaluate one run; tracked in MLflow when a tracker is given."""
+def run_spec(
+    spec: RunSpec,
+    reporter: Reporter | None = None,
+    tracker=None,
+    baseline: str | None = None,
+    command: str | None = None,
+) -> RunResult:
+    """Train and evaluate one run; tracked in MLflow when a tracker is given (with the recipe's baseline
+    label and the command line as tags, for the leaderboard)."""
     reporter = reporter or Reporter()
     if tracker is None:
         return _run(spec, reporter, handle=None)
@@ -154,8 +173,14 @@ def run_spec(spec: RunSpec, reporter: Reporter | None = None, tracker=None) -> R
         "recbench.version": _version(),
         "recbench.git_commit": git_commit(),
         "recbench.recipe": spec.name,
+        "recbench.machine": machine_description(),
+        "recbench.torch": torch.__version__,
         "mlflow.runName": spec.run_name,
     }
+    if baseline:
+        tags["recbench.baseline"] = baseline
+    if command:
+        tags["recbench.command"] = command
     with tracker.run(spec.run_name, params, tags) as handle:
         return _run(spec, reporter, handle)
 
@@ -182,7 +207,11 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
     protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": data.fingerprint})
     if handle:
         handle.set_tags(
-            {"recbench.protocol_fingerprint": protocol_fp, "recbench.dataset_fingerprint": data.fingerprint}
+            {
+                "recbench.protocol_fingerprint": protocol_fp,
+                "recbench.dataset_fingerprint": data.fingerprint,
+                "recbench.device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            }
         )
     reporter.stage(
         f"{data.num_users} users, {data.num_items} items, {data.num_interactions} interactions; "
@@ -313,12 +342,22 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
             "targets_in_history_test": test_eval.targets_in_history,
             "stopped_early": history.stopped_early,
             "encoder_cache_hit": report.cache_hit,
+            "popularity_thresholds": dict(
+                zip(
+                    ("head_min_count", "tail_max_count"),
+                    popularity_thresholds(
+                        split.train_item_counts, spec.eval.popularity_head, spec.eval.popularity_tail
+                    ),
+                )
+            ),
             **report.extra,
         },
         run_id=handle.run_id if handle else None,
     )
     if handle:
-        per_user = per_user_frame(test_eval.users, test_eval.targets, test_eval.ranks, test_eval.per_user)
+        per_user = per_user_frame(
+            test_eval.users, test_eval.targets, test_eval.ranks, test_eval.per_user, test_eval.slice_masks
+        )
         handle.log_result(result, per_user, spec.model_dump(mode="json"))
     reporter.run_end(result)
     return result
@@ -335,11 +374,13 @@ def _evaluate(
     with_slices: bool = False,
 ) -> Evaluation:
     eval_set = split.valid if which == "valid" else split.test
-    slices = (
-        target_slices(eval_set.targets, split.train_item_counts, spec.eval.cold_threshold)
-        if with_slices
-        else None
+    slice_spec = SliceSpec(
+        cold_threshold=spec.eval.cold_threshold,
+        popularity_head=spec.eval.popularity_head,
+        popularity_tail=spec.eval.popularity_tail,
+        history_bounds=spec.eval.history_bounds,
     )
+    slices = eval_slices(eval_set, split.train_item_counts, slice_spec) if with_slices else None
     reporter.eval_start(f"eval {which}", len(eval_set))
     model.eval()
     out = evaluate(

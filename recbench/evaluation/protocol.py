@@ -5,10 +5,15 @@ history excluded. If a target also occurs in its own history (a repeat), it stay
 counted (``targets_in_history``): excluding it would make the target unrankable.
 Sampled candidates (target + N uniform negatives the user has not seen) exist only when a recipe asks for them;
 the negatives are drawn from a seeded generator, so every model of a comparison faces the same candidates.
+
+Slices (each a metric group of the run): ``warm`` / ``cold`` target items by training count; ``pop-head``,
+``pop-torso``, ``pop-tail`` by the target's training count against catalogue-share thresholds; ``hist-*`` by
+the length of the user's history before the target.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +36,7 @@ class Evaluation:
     metrics: dict[str, float]  # metric -> mean over all users
     slices: dict[str, dict[str, float]] = field(default_factory=dict)  # slice -> metric -> mean
     slice_sizes: dict[str, int] = field(default_factory=dict)
+    slice_masks: dict[str, np.ndarray] = field(default_factory=dict)  # slice -> (M,) bool
     targets_in_history: int = 0
 
 
@@ -100,6 +106,7 @@ def evaluate(
     for name, mask in (slices or {}).items():
         mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
         result.slice_sizes[name] = int(mask_t.sum())
+        result.slice_masks[name] = mask_t.numpy()
         result.slices[name] = mean_metrics({k: v[mask_t] for k, v in per_user.items()})
     return result
 
@@ -127,3 +134,77 @@ def target_slices(
     """warm / cold by how often the target item occurs in training (cold: at most `cold_threshold`)."""
     cold = train_counts[targets] <= cold_threshold
     return {"warm": ~cold, "cold": cold}
+
+
+# Slice names become MLflow metric groups (`test/pop-head/ndcg_at_10`): they use only letters, digits and
+# '-', which every MLflow backend accepts (no ':', '<', '=', '+').
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """The declared slice thresholds (EvalSection; part of the protocol fingerprint)."""
+
+    cold_threshold: int = 0
+    popularity_head: float = 0.2
+    popularity_tail: float = 0.5
+    history_bounds: tuple[int, ...] = (5, 10, 20, 50)
+
+
+def _share_count(n: int, share: float) -> int:
+    """ceil(share * n), at least 1, robust to float noise (0.2 * 10 is 2.0000000000000004)."""
+    return max(1, math.ceil(round(share * n, 9)))
+
+
+def popularity_thresholds(train_counts: np.ndarray, head: float, tail: float) -> tuple[int, int]:
+    """(head_min, tail_max) training counts over the catalogue items 1..N (index 0 is padding).
+
+    head_min: the count of the ceil(head * N)-th most-trained item (at least 1: an untrained item is never
+    head); tail_max: the count of the ceil(tail * N)-th least-trained item. An item's bucket therefore depends
+    only on its count; items tied at a boundary join the outer bucket (head or tail).
+    """
+    counts = np.sort(np.asarray(train_counts[1:], dtype=np.int64))  # (N,) ascending
+    n = len(counts)
+    if n == 0:
+        raise ValueError("popularity buckets need at least one catalogue item")
+    head_min = max(1, int(counts[n - _share_count(n, head)]))
+    tail_max = int(counts[_share_count(n, tail) - 1])
+    return head_min, tail_max
+
+
+def popularity_slices(
+    targets: np.ndarray, train_counts: np.ndarray, head: float, tail: float
+) -> dict[str, np.ndarray]:
+    """pop-head / pop-torso / pop-tail by the target item's training count (see :func:`popularity_thresholds`)."""
+    head_min, tail_max = popularity_thresholds(train_counts, head, tail)
+    count = np.asarray(train_counts)[targets]  # (M,)
+    is_head = count >= head_min
+    is_tail = (count <= tail_max) & ~is_head
+    return {"pop-head": is_head, "pop-torso": ~is_head & ~is_tail, "pop-tail": is_tail}
+
+
+def history_slices(lengths: np.ndarray, bounds: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """History-length buckets (items before the target, untruncated): bounds (5, 20) give hist-le5,
+    hist-6-20 and hist-gt20. No bounds, no buckets."""
+    lengths = np.asarray(lengths)
+    out: dict[str, np.ndarray] = {}
+    lo = None
+    for b in sorted(set(bounds)):
+        if lo is None:
+            out[f"hist-le{b}"] = lengths <= b
+        else:
+            out[f"hist-{lo}-{b}" if lo < b else f"hist-{b}"] = (lengths >= lo) & (lengths <= b)
+        lo = b + 1
+    if lo is not None:
+        out[f"hist-gt{lo - 1}"] = lengths >= lo
+    return out
+
+
+def eval_slices(eval_set: EvalSet, train_counts: np.ndarray, spec: SliceSpec) -> dict[str, np.ndarray]:
+    """Every slice of an evaluation set, as (M,) bool masks over its users: warm, cold, pop-*, hist-*."""
+    targets = np.asarray(eval_set.targets)
+    lengths = np.fromiter((len(h) for h in eval_set.histories), dtype=np.int64, count=len(eval_set))
+    return {
+        **target_slices(targets, train_counts, spec.cold_threshold),
+        **popularity_slices(targets, train_counts, spec.popularity_head, spec.popularity_tail),
+        **history_slices(lengths, spec.history_bounds),
+    }
