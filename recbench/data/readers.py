@@ -50,13 +50,22 @@ def iter_lines(path: Path, encoding: str = "utf-8", skip_header: bool = False) -
     if not path.is_file():
         raise DataError(f"missing file {path}")
     opener = _opener(path)
-    with opener(path, "rt", encoding=encoding, newline="") as fh:
-        for no, line in enumerate(fh, start=1):
-            if skip_header and no == 1:
-                continue
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield no, line
+    no = 0
+    try:
+        with opener(path, "rt", encoding=encoding, newline="") as fh:
+            for no, line in enumerate(fh, start=1):
+                if skip_header and no == 1:
+                    continue
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield no, line
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}, line {no + 1}: not valid {encoding} ({exc.reason}); declare the file's encoding in the "
+            "data card's options"
+        ) from None
+    except (EOFError, OSError) as exc:  # truncated or corrupt .gz
+        raise DataError(f"{path}, after line {no}: cannot be read ({exc}); download it again") from None
 
 
 def _opener(path: Path) -> Callable:
@@ -78,8 +87,61 @@ def parse_lines(
     for no, line in iter_lines(path, encoding, skip_header):
         try:
             yield parse(line)
-        except (ValueError, KeyError, IndexError, TypeError, SyntaxError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, SyntaxError, RecursionError) as exc:
             bad.bad(path, no, str(exc) or type(exc).__name__)
+
+
+def locate(folder: Path, name: str) -> Path | None:
+    """`folder/name`, or its gzipped / gunzipped twin (`x.json.gz` <-> `x.json`), or None."""
+    candidates = [name, name[: -len(".gz")]] if name.endswith(".gz") else [name, name + ".gz"]
+    for candidate in candidates:
+        if (folder / candidate).exists():
+            return folder / candidate
+    return None
+
+
+def require(folder: Path, name: str) -> Path:
+    found = locate(folder, name)
+    if found is None:
+        raise DataError(f"missing file {folder / name}")
+    return found
+
+
+SEPARATORS = {"tab": "\t", "comma": ",", "space": " ", "pipe": "|", "semicolon": ";"}
+
+
+def separator(sep: str, path: Path, sample: str | None = None) -> str:
+    """A declared separator: a name (tab, comma, space, pipe, semicolon), the character itself, or `auto`
+    (tab if the first data line has one, else comma, else whitespace). `space` means any run of whitespace."""
+    sep = SEPARATORS.get(sep, sep)
+    if sep == "auto":
+        if sample is None:
+            raise DataError(f"{path}: cannot detect the separator of an empty file")
+        return "\t" if "\t" in sample else "," if "," in sample else " "
+    if not sep:
+        raise DataError(f"{path}: the separator is empty; use tab, comma, space or a character")
+    return sep
+
+
+def split_record(line: str, sep: str, maxsplit: int = -1) -> list[str]:
+    """Fields of one line: `,` follows CSV quoting, ` ` splits on runs of whitespace, others split plainly."""
+    if sep == ",":
+        import csv
+
+        try:
+            fields = next(csv.reader([line], strict=True))
+        except csv.Error as exc:
+            raise ValueError(f"bad CSV quoting ({exc})") from None
+        if maxsplit >= 0 and len(fields) > maxsplit + 1:  # the last column takes the rest of the line
+            fields = fields[:maxsplit] + [",".join(fields[maxsplit:])]
+        return fields
+    if sep == " ":
+        return line.split(None, maxsplit)
+    return line.split(sep, maxsplit)
+
+
+def first_data_line(path: Path, encoding: str = "utf-8", skip_header: bool = False) -> str | None:
+    return next((line for _, line in iter_lines(path, encoding, skip_header)), None)
 
 
 def split_fields(line: str, sep: str, n: int | None = None, min_n: int | None = None) -> list[str]:
