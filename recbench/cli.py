@@ -157,43 +157,61 @@ def data_list() -> None:
     from rich.table import Table
 
     from recbench.data.cards import all_cards
-    from recbench.data.download import dataset_dir
+    from recbench.data.download import is_cached, recbench_home
 
     table = Table(title="recbench datasets")
-    for col in ("name", "title", "domain", "modalities", "size", "cached"):
-        table.add_column(col, no_wrap=col == "name")
-    for name, card in sorted(all_cards().items()):
-        cached = any((dataset_dir(card, m) / "COMPLETE").is_file() for m in card.mirrors)
+    table.add_column("name", no_wrap=True)
+    for col in ("domain", "modalities", "size", "cached"):
+        table.add_column(col)
+    for _, card in sorted(all_cards().items()):
+        if card.parameter is not None:  # cached values: the folders named <card>--<value>
+            values = [v for v in card.parameter.choices if is_cached(card.specialise(v))]
+            cached = ", ".join(values) if values else "no"
+        elif all(m.kind == "local" for m in card.mirrors):
+            cached = "local files"
+        else:
+            cached = "yes" if is_cached(card) else "no"
         table.add_row(
-            name,
-            card.title,
+            card.display_name,
             card.domain,
             ", ".join(card.modalities),
             card.size or "-",
-            "yes" if cached else "no",
+            cached,
         )
-    _out().print(table)
+    Console().print(table)
+    Console(stderr=True).print(
+        f"Cached files live under {recbench_home() / 'datasets'}. A name NAME:<x> takes a parameter, "
+        "e.g. amazon-2023:Books (`recbench data card NAME` lists the choices).",
+        highlight=False,
+    )
 
 
 @data_app.command("card")
 def data_card(name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k")]) -> None:
     """Print a data card (front matter and prose)."""
-    from recbench.data.cards import get_card
+    from recbench.data.cards import all_cards, get_card
     from recbench.data.schema import DataError
 
     try:
-        card = get_card(name)
+        card = all_cards().get(name) or get_card(name)  # a parameterised card prints with or without :VALUE
     except DataError as exc:
         _fail(str(exc), 2)
     typer.echo(Path(card.path).read_text(encoding="utf-8"))
 
 
+def _warnings_to_stderr(caught: list) -> None:
+    for w in caught:
+        err.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+
+
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k")],
+    name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k or amazon-2023:Books")],
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Check a local folder instead.")] = None,
 ) -> None:
     """Download (or locate) a dataset's files, verify their checksums, and load it once."""
+    import warnings
+
     from recbench.config import DatasetSection
     from recbench.data.cards import get_card
     from recbench.data.download import resolve
@@ -203,37 +221,47 @@ def data_fetch(
         card = get_card(name)
     except DataError as exc:
         _fail(str(exc), 2)
-    try:
-        resolved = resolve(card, data_dir)
-        from recbench.data.loader import load_dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            resolved = resolve(card, data_dir)
+            from recbench.data.loader import load_dataset
 
-        data = load_dataset(DatasetSection(name=name, data_dir=str(resolved.folder)))
-    except DataError as exc:
-        _fail(str(exc), 1)
+            data = load_dataset(DatasetSection(name=name, data_dir=str(data_dir) if data_dir else None))
+        except DataError as exc:
+            _warnings_to_stderr(caught)
+            _fail(str(exc), 1)
+    _warnings_to_stderr(caught)
     typer.echo(
-        f"{name}: {data.num_users} users, {data.num_items} items, {data.num_interactions} interactions "
+        f"{card.name}: {data.num_users} users, {data.num_items} items, {data.num_interactions} interactions "
         f"({resolved.mirror.format}, from {resolved.source}) in {resolved.folder}"
     )
 
 
 @data_app.command("stats")
 def data_stats(
-    name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k")],
+    name: Annotated[str, typer.Argument(help="Card name, e.g. movielens-100k or amazon-2023:Books")],
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Local folder with the files.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """Users, items, interactions, density, sequence lengths, ties, content coverage, cold items per split."""
+    import warnings
+
     from recbench.data.schema import DataError
     from recbench.data.stats import dataset_statistics, stats_table
 
-    try:
-        stats = dataset_statistics(name, str(data_dir) if data_dir else None)
-    except DataError as exc:
-        _fail(str(exc), 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            stats = dataset_statistics(name, str(data_dir) if data_dir else None)
+        except DataError as exc:
+            _warnings_to_stderr(caught)
+            _fail(str(exc), 1)
+    _warnings_to_stderr(caught)
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
     else:
-        _out().print(stats_table(stats))
+        Console().print(stats_table(stats))
 
 
 if __name__ == "__main__":  # pragma: no cover
