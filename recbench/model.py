@@ -146,6 +146,20 @@ def build_backbone(section: BackboneSection, max_len: int) -> Backbone:
             attn_dropout=section.attn_dropout,
             norm=section.norm,
         )
-    if isinstance(section, (GRU4RecSection, BERT4RecSection)):
-        raise NotImplementedError(f"backbone kind '{section.kind}' is not available yet")
+    if isinstance(section, GRU4RecSection):
+        from recbench.backbones.gru4rec import GRU4Rec
+
+        return GRU4Rec(dim=section.dim, hidden=section.hidden, layers=section.layers, dropout=section.dropout)
+    if isinstance(section, BERT4RecSection):
+        from recbench.backbones.bert4rec import BERT4Rec
+
+        return BERT4Rec(
+            dim=section.dim,
+            max_len=max_len,
+            layers=section.layers,
+            heads=section.heads,
+            inner=section.inner,
+            dropout=section.dropout,
+            attn_dropout=section.attn_dropout,
+        )
     raise TypeError(f"unknown backbone section {section!r}")
