@@ -213,9 +213,9 @@ class GRU4RecSection(Strict):
     """Recurrent session model (Hidasi et al., 2016), trained on all positions."""
 
     kind: Literal["gru4rec"] = "gru4rec"
-    dim: int = Field(64, ge=8, le=4096, description="Item-vector width D.")
-    hidden: int = Field(64, ge=8, le=4096, description="GRU hidden width.")
-    layers: int = Field(1, ge=1, le=8)
+    dim: int = Field(64, ge=8, le=4096, description="Item-vector width D (states are projected back to it).")
+    hidden: int = Field(64, ge=8, le=4096, description="GRU hidden width (may differ from dim).")
+    layers: int = Field(1, ge=1, le=8, description="Stacked GRU layers.")
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on the input item vectors.")
 
 
@@ -223,13 +223,15 @@ class BERT4RecSection(Strict):
     """Bidirectional transformer with cloze training (Sun et al., 2019)."""
 
     kind: Literal["bert4rec"] = "bert4rec"
-    dim: int = Field(64, ge=8, le=4096)
-    layers: int = Field(2, ge=1, le=24)
-    heads: int = Field(2, ge=1, le=64)
-    inner: int = Field(256, ge=8, le=16384)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    attn_dropout: float = Field(0.2, ge=0, lt=1)
-    mask_prob: float = Field(0.2, gt=0, lt=1, description="Probability that a position is masked (cloze).")
+    dim: int = Field(64, ge=8, le=4096, description="Item-vector and hidden width D.")
+    layers: int = Field(2, ge=1, le=24, description="Transformer blocks.")
+    heads: int = Field(2, ge=1, le=64, description="Attention heads (must divide dim).")
+    inner: int = Field(256, ge=8, le=16384, description="Feed-forward width.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, residuals and FFN.")
+    attn_dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on attention weights.")
+    mask_prob: float = Field(
+        0.2, gt=0, lt=1, description="Probability that a training position is masked and predicted (cloze)."
+    )
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):
