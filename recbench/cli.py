@@ -90,6 +90,7 @@ def run(
             only=only,
             max_runs=max_runs,
             skip_finished=not rerun,
+            command=_command_line(recipe, set_, data_dir, only, max_runs, rerun),
         )
         runs = select_runs(parsed, options)
         check_against_cards(runs)
@@ -127,6 +128,24 @@ def run(
         _out().print(summary_table(results, parsed.train.valid_metric))
 
 
+def _command_line(recipe, set_, data_dir, only, max_runs, rerun) -> str:
+    """The `recbench run` command that produced a run, rebuilt from its options (a tag the leaderboard shows)."""
+    import shlex
+
+    words = ["recbench", "run", str(recipe)]
+    for item in set_ or []:
+        words += ["--set", item]
+    if data_dir:
+        words += ["--data-dir", str(data_dir)]
+    if only:
+        words += ["--only", only]
+    if max_runs:
+        words += ["--max-runs", str(max_runs)]
+    if rerun:
+        words.append("--rerun")
+    return shlex.join(words)
+
+
 @app.command()
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files.")]) -> None:
     """Validate recipes (keys, values, combinations, K against the catalogue) without running anything."""
@@ -146,6 +165,121 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML fil
             err.print(f"[bold red]invalid[/] {exc}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name.")],
+    run_b: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (the reference).")],
+    metric: Annotated[
+        str, typer.Option("--metric", help="Metric of the paired tests, e.g. ndcg@10.")
+    ] = "ndcg@10",
+) -> None:
+    """Compare two runs of the same protocol on the same users: metrics, A - B with a 95% bootstrap CI,
+    Wilcoxon and paired t-test p-values. Runs of different protocols are refused (exit 2)."""
+    from rich.table import Table
+
+    from recbench.compare import IncomparableRuns
+    from recbench.compare import compare as compare_runs
+    from recbench.leaderboard import candidates_label
+    from recbench.tracking import RunLookupError, Store
+
+    try:
+        store = Store()
+        a, b = store.find_run(run_a), store.find_run(run_b)
+        result = compare_runs(a, b, metric)
+    except (RunLookupError, IncomparableRuns, ValueError) as exc:
+        _fail(str(exc), 2)
+    out = _out()
+    protocol = a.result.protocol
+    sampled = protocol.get("candidates") == "sampled"
+    out.print(f"A  {a.run_id}  {a.run_name}  (experiment {a.experiment})", highlight=False)
+    out.print(f"B  {b.run_id}  {b.run_name}  (experiment {b.experiment})", highlight=False)
+    out.print(
+        f"protocol {a.result.protocol_fingerprint}: {a.result.dataset}, {a.result.split}, "
+        f"{candidates_label(protocol)}; {result.users} test users paired",
+        highlight=False,
+    )
+    table = Table(title="test metrics" + (" (SAMPLED candidates)" if sampled else ""))
+    for col in ("metric", "A", "B", "A - B"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name in sorted(
+        set(result.metrics_a) | set(result.metrics_b), key=lambda m: (int(m.split("@")[1]), m)
+    ):
+        va, vb = result.metrics_a.get(name), result.metrics_b.get(name)
+        table.add_row(
+            name,
+            "-" if va is None else f"{va:.4f}",
+            "-" if vb is None else f"{vb:.4f}",
+            "-" if va is None or vb is None else f"{va - vb:+.4f}",
+        )
+    out.print(table)
+    d, w, t = result.delta, result.wilcoxon, result.t_test
+    out.print(
+        f"{metric}: A {result.ci_a.estimate:.4f} [{result.ci_a.low:.4f}, {result.ci_a.high:.4f}], "
+        f"B {result.ci_b.estimate:.4f} [{result.ci_b.low:.4f}, {result.ci_b.high:.4f}]\n"
+        f"A - B = {d.estimate:+.4f}, {d.level:.0%} CI [{d.low:+.4f}, {d.high:+.4f}] "
+        f"(paired bootstrap over users, {d.resamples} resamples, seed {d.seed})\n"
+        f"Wilcoxon signed-rank (normal approx.): z = {w.statistic:+.3f}, p = {w.p_value:.3g} "
+        f"({w.n} non-zero differences)\n"
+        f"paired t-test: t = {t.statistic:+.3f}, p = {t.p_value:.3g} (df = {t.n - 1})",
+        highlight=False,
+    )
+
+
+@app.command()
+def leaderboard(
+    experiment: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--experiment",
+            help="MLflow experiment to read (repeatable). Default: every experiment holding recbench runs.",
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", help="Markdown file; plots go beside it.")] = Path(
+        "LEADERBOARD.md"
+    ),
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Write nothing; exit 1 if the file or its plots differ from what the store produces now "
+            "(only the date is taken from the file).",
+        ),
+    ] = False,
+) -> None:
+    """Write LEADERBOARD.md (and plots) from the FINISHED runs in MLflow, one table per dataset and protocol."""
+    from recbench import leaderboard as lb
+    from recbench.tracking import RunLookupError, Store
+
+    try:
+        store = Store()
+        experiments = store.experiments(experiment)
+    except RunLookupError as exc:
+        _fail(str(exc), 2)
+    runs = store.finished_runs(experiments)
+    date = (lb.recorded_date(output) if check else None) or lb.today()
+    board = lb.build(
+        runs,
+        list(experiments.values()),
+        date=date,
+        command=lb.command_line(experiment, output),
+        plots_dir=lb.plots_dir_for(output).name,
+    )
+    if check:
+        problems = lb.check(board, output)
+        if problems:
+            for problem in problems:
+                err.print(problem, highlight=False, markup=False, soft_wrap=True)
+            _fail(f"{output} is out of date: run `{lb.command_line(experiment, output)}`", 1)
+        typer.echo(f"{output} is up to date ({len(board.tables)} tables, {len(runs)} runs)")
+        return
+    lb.write(board, output)
+    used = sum(len(row.runs) for table in board.tables for row in table.rows)
+    typer.echo(
+        f"wrote {output}: {len(board.tables)} table(s) from {used} run(s), {len(board.left_out)} left out; "
+        f"plots in {lb.plots_dir_for(output)}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- data

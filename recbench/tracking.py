@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ TAG_RECIPE_HASH = "recbench.recipe_hash"
 TAG_PROTOCOL = "recbench.protocol_fingerprint"
 TAG_DATASET = "recbench.dataset_fingerprint"
 TAG_FAILURE = "recbench.failure"
+TAG_BASELINE = "recbench.baseline"
+TAG_RECIPE = "recbench.recipe"
+TAG_COMMAND = "recbench.command"
+TAG_MACHINE = "recbench.machine"
+TAG_TORCH = "recbench.torch"
+TAG_DEVICE = "recbench.device"
+TAG_VERSION = "recbench.version"
+TAG_COMMIT = "recbench.git_commit"
+
+
+def _quiet_artifact_downloads() -> None:
+    """MLflow draws a progress bar per artifact download; recbench reads many small ones."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def tracking_uri() -> str:
@@ -67,6 +81,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
+        _quiet_artifact_downloads()
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
@@ -156,3 +171,142 @@ def load_per_user(client, run_id: str) -> pl.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, RANKS_ARTIFACT, tmp)
         return pl.read_parquet(path)
+
+
+# --------------------------------------------------------------------------------------------- reading back
+
+
+@dataclass
+class StoredRun:
+    """One recbench run as the store holds it: MLflow attributes, tags, final metrics and its artifacts.
+
+    `problem` says why the run cannot be used (e.g. an artifact is missing); readers skip such runs and say so.
+    """
+
+    run_id: str
+    run_name: str
+    experiment: str
+    status: str
+    start_time: int
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    result: RunResult | None = None
+    spec: dict[str, Any] | None = None  # recipe.json: the resolved RunSpec
+    per_user: pl.DataFrame | None = None
+    problem: str | None = None
+
+
+class RunLookupError(LookupError):
+    """A run reference that matches no run, or more than one."""
+
+
+class Store:
+    """Read-only access to the recbench runs of an MLflow store (the leaderboard and `compare` read here)."""
+
+    def __init__(self, uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        _quiet_artifact_downloads()
+        self.uri = uri or tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def experiments(self, names: list[str] | None = None) -> dict[str, str]:
+        """{experiment id: name}: the named experiments (unknown names are an error), or every active
+        experiment that holds at least one recbench run."""
+        from mlflow.entities import ViewType
+
+        found, token = [], None
+        while True:
+            page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        by_name = {e.name: e.experiment_id for e in found}
+        if names:
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                raise RunLookupError(
+                    f"no experiment named {', '.join(map(repr, missing))} in {self.uri}; "
+                    f"experiments: {', '.join(sorted(by_name)) or '(none)'}"
+                )
+            return {by_name[n]: n for n in names}
+        return {
+            e.experiment_id: e.name
+            for e in found
+            if self._search([e.experiment_id], f"tags.`{TAG_RECIPE_HASH}` != ''", limit=1)
+        }
+
+    def _search(self, experiment_ids: list[str], filter_string: str = "", limit: int | None = None) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                experiment_ids,
+                filter_string=filter_string,
+                max_results=min(limit or 1000, 1000),
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            runs.extend(r for r in page if TAG_RECIPE_HASH in r.data.tags)
+            token = page.token
+            if not token or (limit and len(runs) >= limit):
+                return runs[:limit] if limit else runs
+
+    def finished_runs(self, experiments: dict[str, str]) -> list[StoredRun]:
+        """Every FINISHED recbench run of these experiments, with its artifacts (oldest first)."""
+        runs = self._search(list(experiments), "attributes.status = 'FINISHED'")
+        return [self._load(run, experiments[run.info.experiment_id]) for run in runs]
+
+    def find_run(self, ref: str) -> StoredRun:
+        """A run by id, unique id prefix, or run name (a name shared by several runs must match exactly one
+        FINISHED run)."""
+        from mlflow.exceptions import MlflowException
+
+        experiments = self.experiments()
+        try:
+            run = self.client.get_run(ref)
+            if run.info.experiment_id not in experiments:
+                experiments.update(
+                    self.experiments([self.client.get_experiment(run.info.experiment_id).name])
+                )
+            return self._load(run, experiments[run.info.experiment_id])
+        except MlflowException:
+            pass
+        runs = self._search(list(experiments)) if experiments else []
+        matches = [r for r in runs if r.info.run_id.startswith(ref.lower())] if len(ref) >= 4 else []
+        if not matches:
+            matches = [r for r in runs if r.info.run_name == ref]
+            finished = [r for r in matches if r.info.status == "FINISHED"]
+            matches = finished if len(finished) == 1 else matches
+        if not matches:
+            raise RunLookupError(f"no recbench run has the id, id prefix (4+ characters) or name '{ref}'")
+        if len(matches) > 1:
+            listing = "; ".join(f"{r.info.run_id} {r.info.run_name} ({r.info.status})" for r in matches[:10])
+            raise RunLookupError(f"'{ref}' matches {len(matches)} runs: {listing}. Give a longer id prefix.")
+        run = matches[0]
+        return self._load(run, experiments[run.info.experiment_id])
+
+    def _load(self, run, experiment: str) -> StoredRun:
+        stored = StoredRun(
+            run_id=run.info.run_id,
+            run_name=run.info.run_name or "",
+            experiment=experiment,
+            status=run.info.status,
+            start_time=int(run.info.start_time or 0),
+            tags=dict(run.data.tags),
+            metrics=dict(run.data.metrics),
+        )
+        if stored.status != "FINISHED":
+            stored.problem = f"status {stored.status}" + (
+                f" ({stored.tags[TAG_FAILURE]})" if TAG_FAILURE in stored.tags else ""
+            )
+            return stored
+        try:
+            stored.result = load_result(self.client, stored.run_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                spec_path = self.client.download_artifacts(stored.run_id, RECIPE_ARTIFACT, tmp)
+                stored.spec = json.loads(Path(spec_path).read_text("utf-8"))
+            stored.per_user = load_per_user(self.client, stored.run_id)
+        except Exception as exc:  # noqa: BLE001 - a broken run is reported, never fatal for the others
+            stored.problem = f"artifacts unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+        return stored
