@@ -132,7 +132,7 @@ def read_reviews(path: Path, review: Review, bad: BadLines) -> pl.DataFrame:
     for no, line in iter_lines(path):
         try:
             user, item, rating, ts = review(json_object(line))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             bad.bad(path, no, str(exc))
             continue
         users.append(str(user))

@@ -139,8 +139,8 @@ def fetch(card: DataCard, progress: Progress | None = None) -> Resolved:
     raise DataError(
         f"could not fetch '{card.name}'. Mirrors tried, in order:\n  - "
         + "\n  - ".join(failures)
-        + f"\nIf you have the files ({hint}), pass the folder instead: `recbench run RECIPE --data-dir DIR` "
-        "or `dataset.data_dir: DIR` in the recipe."
+        + f"\nIf you have the files ({hint}), pass their folder instead: `--data-dir DIR` (recbench run, "
+        "data fetch, data stats) or `dataset.data_dir: DIR` in the recipe."
     )
 
 
