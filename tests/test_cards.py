@@ -14,7 +14,7 @@ from recbench.cli import app
 from recbench.data.cards import REPO_CARDS, DataCard, all_cards, get_card, parse_card
 from recbench.data.schema import DataError
 
-SHIPPED = sorted(REPO_CARDS.glob("*.md"))
+SHIPPED = sorted(p for p in REPO_CARDS.glob("*.md") if p.name.lower() != "readme.md")
 # Item-table columns each adapter produces (text templates may only use these).
 FORMAT_FIELDS = {
     "grouplens-100k": {"title", "year", "genres"},
