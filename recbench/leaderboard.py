@@ -458,7 +458,7 @@ def _render_table(
                 _p(st.t_test.p_value),
             ]
         else:
-            cells += [f"– ({row.baseline_note})", "–", "–"]
+            cells += [f"– ({row.baseline_note or 'fewer than 2 test users'})", "–", "–"]
         cells += [_slice_value(row, "warm", main), _slice_value(row, "cold", main)]
         cells += _cost_cells(row)
         body.append(cells)

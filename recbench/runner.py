@@ -132,6 +132,7 @@ def run_recipe(
 
         tracker = Tracker(recipe.experiment)
     results: list[RunResult] = []
+    baseline = baseline_label(recipe)
     reporter.grid_start(len(runs))
     try:
         for i, spec in enumerate(runs, start=1):
@@ -142,11 +143,7 @@ def run_recipe(
                 continue
             reporter.run_start(i, len(runs), spec.run_name)
             try:
-                results.append(
-                    run_spec(
-                        spec, reporter, tracker, baseline=baseline_label(recipe), command=options.command
-                    )
-                )
+                results.append(run_spec(spec, reporter, tracker, baseline=baseline, command=options.command))
             except BaseException as exc:
                 reporter.run_failed(spec.run_name, exc)
                 raise
