@@ -1,13 +1,9 @@
 """LEADERBOARD.md from the MLflow store: one table per dataset and protocol, with statistics and plots.
 
-Reads MLflow only (:class:`recbench.tracking.Store`: FINISHED runs, their tags, metrics and artifacts). Runs are
-grouped by protocol fingerprint and are never ranked against runs of another protocol. Within a table a row is
-one configuration (encoder x backbone x every other setting but the seed); several seeds are aggregated as
-mean ± sample std over seeds, and per-user values are averaged over the seeds before the bootstrap and the paired
-tests against the baseline (see :mod:`recbench.evaluation.stats` for the methods).
-
-A run that cannot be trusted (missing artifacts, non-finite metrics, per-user values that do not reproduce the
-recorded means, test users that differ from the others of its protocol) is left out and listed with the reason.
+Reads MLflow only (:class:`recbench.tracking.Store`: FINISHED runs, their tags, metrics and artifacts), groups
+them with :mod:`recbench.tables` (runs of different protocol fingerprints are never ranked against each other)
+and renders markdown plus PNG plots. Everything in the file comes from the store except the date and the
+command line, which are injected: ``--check`` regenerates with the file's own date and compares the rest.
 """
 
 from __future__ import annotations
@@ -17,90 +13,30 @@ import difflib
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recbench.config import config_hash
-from recbench.evaluation.stats import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
-    CI_LEVEL,
-    Interval,
-    PairedTest,
-    bootstrap_means,
-    paired_t_test,
-    percentile_interval,
-    seed_summary,
-    wilcoxon_signed_rank,
-)
+from recbench.evaluation.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, Interval, seed_summary
 from recbench.plots import Bar, BarPlot, draw, stored_hash
-from recbench.results import SLICE_COLUMN
+from recbench.tables import METRICS, Row, RowStats, Table, collect, table_stats
 from recbench.tracking import (
-    TAG_BASELINE,
     TAG_COMMAND,
     TAG_COMMIT,
     TAG_DEVICE,
     TAG_MACHINE,
-    TAG_PROTOCOL,
-    TAG_RECIPE_HASH,
     TAG_TORCH,
     TAG_VERSION,
     StoredRun,
-    metric_key,
 )
 
+__all__ = ["Leaderboard", "build", "check", "collect", "table_stats", "write"]
+
 DEFAULT_OUTPUT = "LEADERBOARD.md"
-METRICS = ("hr", "ndcg", "mrr")
 _DISPLAY = {"hr": "HR", "ndcg": "NDCG", "mrr": "MRR"}
 _DATE_LINE = re.compile(r"^- Produced: (\S+)", re.MULTILINE)
-_TOLERANCE = 1e-9  # per-user means must reproduce the recorded metrics to this absolute tolerance
-
-
-@dataclass
-class Row:
-    """One configuration of a table: an encoder x backbone (x settings), over one or more seeds."""
-
-    encoder: str
-    encoder_kind: str
-    backbone: str
-    config: str
-    recipe: str
-    runs: list[StoredRun]  # sorted by seed
-    label: str = ""
-    baseline: Row | None = None
-    baseline_note: str = ""  # why there is no baseline comparison
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> seed-averaged per-user values
-
-    @property
-    def seeds(self) -> list[int]:
-        return [r.result.seed for r in self.runs]
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.baseline is self
-
-
-@dataclass
-class Table:
-    dataset: str
-    split: str
-    fingerprint: str
-    dataset_fingerprint: str
-    protocol: dict[str, Any]
-    users: np.ndarray
-    rows: list[Row]
-    k: int = 10
-
-    @property
-    def sampled(self) -> bool:
-        return self.protocol.get("candidates") == "sampled"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.dataset}-{self.split}-{self.fingerprint[:8]}"
 
 
 @dataclass
@@ -109,204 +45,6 @@ class Leaderboard:
     plots: list[BarPlot]
     tables: list[Table]
     left_out: list[tuple[StoredRun, str]]
-
-
-# --------------------------------------------------------------------------------------------- grouping
-
-
-def _problem(run: StoredRun) -> str | None:
-    """Why a stored run cannot enter a table, or None."""
-    if run.problem:
-        return run.problem
-    res, per_user = run.result, run.per_user
-    if res is None or per_user is None or run.spec is None:
-        return "missing run_summary.json, recipe.json or per_user_test.parquet"
-    if run.tags.get(TAG_PROTOCOL) != res.protocol_fingerprint:
-        return "its protocol tag disagrees with its run summary"
-    if run.tags.get(TAG_RECIPE_HASH) != res.recipe_hash:
-        return "its recipe-hash tag disagrees with its run summary"
-    for group, values in res.metrics.items():
-        bad = [m for m, v in values.items() if not np.isfinite(v)]
-        if bad:
-            return f"non-finite {group} metrics {bad}"
-    test = res.metrics.get("test", {})
-    if not test:
-        return "no test metrics"
-    if "user" not in per_user.columns or "target" not in per_user.columns:
-        return "per-user results lack user/target columns"
-    for name, value in test.items():
-        if name not in per_user.columns:
-            return f"per-user results lack {name}"
-        column = per_user[name].to_numpy()
-        if not np.isfinite(column).all():
-            return f"non-finite per-user {name}"
-        if abs(float(column.mean()) - value) > _TOLERANCE:
-            return f"per-user {name} averages {column.mean():.6f}, the summary says {value:.6f}"
-        logged = run.metrics.get(metric_key("test", name))
-        if logged is None or abs(logged - value) > _TOLERANCE:
-            return f"MLflow metric {metric_key('test', name)} ({logged}) disagrees with the summary ({value})"
-    return None
-
-
-def _main_k(ks: list[int]) -> int:
-    return 10 if 10 in ks else max(ks)
-
-
-def collect(runs: list[StoredRun]) -> tuple[list[Table], list[tuple[StoredRun, str]]]:
-    """Valid runs grouped into tables (dataset x protocol) of rows (configurations); the rest, with reasons."""
-    left_out: list[tuple[StoredRun, str]] = []
-    latest: dict[tuple, StoredRun] = {}
-    for run in sorted(runs, key=lambda r: (r.start_time, r.run_id)):
-        reason = _problem(run)
-        if reason:
-            left_out.append((run, reason))
-            continue
-        key = (run.result.protocol_fingerprint, config_hash(run.spec), run.result.seed)
-        if key in latest:
-            left_out.append(
-                (latest[key], f"superseded by the later run {run.run_id[:8]} (same settings, seed)")
-            )
-        latest[key] = run
-
-    by_protocol: dict[tuple, list[StoredRun]] = defaultdict(list)
-    for run in latest.values():
-        by_protocol[(run.result.dataset, run.result.protocol_fingerprint)].append(run)
-
-    tables = []
-    for (dataset, fp), members in by_protocol.items():
-        frames = {r.run_id: r.per_user.sort("user") for r in members}
-        signatures = {
-            rid: (f["user"].to_numpy().tobytes(), f["target"].to_numpy().tobytes())
-            for rid, f in frames.items()
-        }
-        common = Counter(signatures.values()).most_common()
-        best = max(common, key=lambda item: (item[1], item[0]))[0]  # most runs; ties: a fixed choice
-        kept = []
-        for run in members:
-            if signatures[run.run_id] == best:
-                kept.append(run)
-            else:
-                left_out.append((run, "its test users or targets differ from the other runs of its protocol"))
-        first = kept[0].result
-        table = Table(
-            dataset=dataset,
-            split=first.split,
-            fingerprint=fp,
-            dataset_fingerprint=first.dataset_fingerprint,
-            protocol=first.protocol,
-            users=frames[kept[0].run_id]["user"].to_numpy(),
-            rows=_rows(kept, frames),
-            k=_main_k(list(first.protocol.get("ks") or [10])),
-        )
-        tables.append(table)
-    tables.sort(key=lambda t: (t.dataset, t.sampled, t.split, t.fingerprint))
-    left_out.sort(key=lambda item: (item[0].run_name, item[0].run_id))
-    return tables, left_out
-
-
-def _rows(runs: list[StoredRun], frames: dict) -> list[Row]:
-    grouped: dict[tuple, list[StoredRun]] = defaultdict(list)
-    for run in runs:
-        grouped[(run.result.encoder, run.result.backbone, config_hash(run.spec))].append(run)
-    rows = []
-    for (encoder, backbone, config), members in grouped.items():
-        members.sort(key=lambda r: r.result.seed)
-        row = Row(
-            encoder=encoder,
-            encoder_kind=members[0].result.encoder_kind,
-            backbone=backbone,
-            config=config,
-            recipe=members[0].result.recipe,
-            runs=members,
-        )
-        columns = [c for c in frames[members[0].run_id].columns if c not in ("user", "target", "rank")]
-        for column in columns:
-            if all(column in frames[r.run_id].columns for r in members):
-                stacked = np.stack([frames[r.run_id][column].to_numpy() for r in members])  # (S, U)
-                row.vectors[column] = stacked[0] if column.startswith(SLICE_COLUMN) else stacked.mean(axis=0)
-        rows.append(row)
-    per_pair = Counter((r.encoder, r.backbone) for r in rows)
-    for row in rows:
-        row.label = (
-            row.encoder if per_pair[(row.encoder, row.backbone)] == 1 else f"{row.encoder} [{row.config[:6]}]"
-        )
-    _assign_baselines(rows)
-    rows.sort(key=lambda r: (r.backbone, not r.is_baseline, r.label))
-    return rows
-
-
-def _assign_baselines(rows: list[Row]) -> None:
-    """Each row's baseline: the row with the same backbone whose encoder is the recipe's declared baseline
-    (run tag), by default the `id` encoder; among several, the one from the same recipe."""
-    for row in rows:
-        declared = Counter(r.tags[TAG_BASELINE] for r in row.runs if r.tags.get(TAG_BASELINE))
-        wanted = declared.most_common(1)[0][0] if declared else None
-        candidates = [
-            o
-            for o in rows
-            if o.backbone == row.backbone and (o.encoder == wanted if wanted else o.encoder_kind == "id")
-        ]
-        if len(candidates) > 1:
-            same_recipe = [o for o in candidates if o.recipe == row.recipe]
-            candidates = same_recipe if len(same_recipe) == 1 else candidates
-        if len(candidates) == 1:
-            row.baseline = candidates[0]
-        elif candidates:
-            row.baseline_note = "several candidate baselines"
-        else:
-            row.baseline_note = f"no '{wanted}' run" if wanted else "no id-encoder run"
-
-
-# --------------------------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class RowStats:
-    metrics: dict[str, Interval]  # metric -> estimate and CI (seed-averaged per-user values)
-    seed_std: dict[str, float | None]  # metric -> std over seeds of the run means
-    delta: Interval | None = None
-    wilcoxon: PairedTest | None = None
-    t_test: PairedTest | None = None
-    slice_ci: dict[str, Interval] = field(default_factory=dict)  # slice -> CI of metric@K in the slice
-
-
-def table_stats(table: Table) -> dict[int, RowStats]:
-    """Bootstrap intervals, seed spread, and paired tests against the baseline, per row (keyed by id(row))."""
-    k = table.k
-    names = [f"{m}@{k}" for m in METRICS]
-    main = f"ndcg@{k}"
-    vectors, slots = [], []
-    for row in table.rows:
-        for name in names:
-            vectors.append(row.vectors[name])
-            slots.append((id(row), name))
-        if row.baseline is not None and not row.is_baseline:
-            vectors.append(row.vectors[main] - row.baseline.vectors[main])
-            slots.append((id(row), "delta"))
-    means = bootstrap_means(vectors)  # one set of resamples for the whole table
-    out = {id(row): RowStats({}, {}) for row in table.rows}
-    for (key, name), vec, draws in zip(slots, vectors, means):
-        interval = percentile_interval(float(vec.mean()), draws)
-        if name == "delta":
-            out[key].delta = interval
-        else:
-            out[key].metrics[name] = interval
-    for row in table.rows:
-        stats = out[id(row)]
-        for name in names:
-            stats.seed_std[name] = seed_summary([r.result.metrics["test"][name] for r in row.runs]).std
-        if stats.delta is not None and len(table.users) >= 2:
-            stats.wilcoxon = wilcoxon_signed_rank(row.vectors[main], row.baseline.vectors[main])
-            stats.t_test = paired_t_test(row.vectors[main], row.baseline.vectors[main])
-    for slice_name in ("warm", "cold"):  # the slice's users are the same for every row of the table
-        with_mask = [row for row in table.rows if row.vectors.get(SLICE_COLUMN + slice_name) is not None]
-        if not with_mask or not with_mask[0].vectors[SLICE_COLUMN + slice_name].any():
-            continue
-        mask = with_mask[0].vectors[SLICE_COLUMN + slice_name].astype(bool)
-        sliced = [row.vectors[main][mask] for row in with_mask]
-        for row, vec, draws in zip(with_mask, sliced, bootstrap_means(sliced)):
-            out[id(row)].slice_ci[slice_name] = percentile_interval(float(vec.mean()), draws)
-    return out
 
 
 # --------------------------------------------------------------------------------------------- formatting
