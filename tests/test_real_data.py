@@ -101,3 +101,14 @@ def test_the_official_ml1m_card_points_at_the_partial_card_for_this_folder():
     folder = shared_dataset("ml-1m")
     with pytest.raises(Exception, match="movielens-1m-last20pct"):
         load_dataset(DatasetSection(name="movielens-1m", data_dir=str(folder)))
+
+
+def test_the_official_ml1m_card_counts_match_the_shared_pair_set():
+    """ratings.dat itself is absent, but its full (user, movie) pair set is there: the card's counts hold."""
+    import polars as pl
+
+    pairs = pl.read_parquet(shared_dataset("ml-1m") / "ratings-pairs-no-time" / "ratings.parquet")
+    expected = get_card("movielens-1m").expected
+    assert pairs.unique().height == pairs.height == expected.interactions  # no duplicate pairs to remove
+    assert pairs["userID"].n_unique() == expected.users
+    assert pairs["movieID"].n_unique() == expected.items == expected.items_with_text

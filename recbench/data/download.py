@@ -209,8 +209,12 @@ def _install(fetched: list[tuple[Path, str]], mirror: Mirror, target: Path, unpi
         out.mkdir()
         for archive, declared in fetched:
             kind = archive_kind(archive, declared)
-            if kind == "none":
-                shutil.copy2(archive, _inside(out, _original_name(archive)))
+            if kind == "none":  # kept as downloaded: a hard link (no second copy of a big file), else a copy
+                dest = _inside(out, _original_name(archive))
+                try:
+                    os.link(archive, dest)
+                except OSError:
+                    shutil.copy2(archive, dest)
             else:
                 safe_extract(archive, out, kind, member_root=mirror.root)
         if mirror.kind == "hub":
