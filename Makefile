@@ -29,6 +29,9 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+regress: install
+	$(PY) -m pytest -q -s -m regression tests/test_regression.py
+
 lint: install
 	$(VENV)/bin/ruff check recbench tests benchmarks
 	$(VENV)/bin/ruff format --check recbench tests benchmarks

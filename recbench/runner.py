@@ -99,6 +99,14 @@ def check_catalogue(spec: RunSpec, num_items: int) -> None:
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch, and make torch pick deterministic kernels.
+
+    Why the latter: with 2+ threads some CPU kernels (the scatter-add in the backward of an index gather) sum
+    in a thread-dependent order, so two runs of one recipe drifted apart after a few steps. The protocol
+    promises same recipe + same seed on the same machine = same numbers.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
+    torch.use_deterministic_algorithms(True, warn_only=True)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
