@@ -110,3 +110,10 @@ def test_every_shipped_recipe_validates(path):
     assert "recbench run" in text.split("\n\n")[0] or "make " in text.split("\n\n")[0]
     recipe = load_recipe(path)
     check_against_cards(expand(recipe))
+
+
+def test_recipe_hash_ignores_where_the_data_lives():
+    here = expand(recipe_from_dict({**BASE, "dataset": {"name": "movielens-100k", "data_dir": "/a"}}))[0]
+    there = expand(recipe_from_dict({**BASE, "dataset": {"name": "movielens-100k", "data_dir": "/b"}}))[0]
+    other = expand(recipe_from_dict({**BASE, "dataset": {"name": "movielens-100k", "min_rating": 4}}))[0]
+    assert here.recipe_hash == there.recipe_hash != other.recipe_hash
