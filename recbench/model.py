@@ -16,10 +16,13 @@ from recbench.backbones.base import Backbone
 from recbench.config import (
     BackboneSection,
     BERT4RecSection,
+    ClipEncoderSection,
     EncoderSection,
+    FusionEncoderSection,
     GRU4RecSection,
     IdEncoderSection,
     SASRecSection,
+    TextEncoderSection,
 )
 from recbench.data.content import ItemContent
 from recbench.encoders.base import ItemEncoder
@@ -100,7 +103,8 @@ class Recommender(nn.Module):
 
     def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """A scoring function for evaluation; the item table is computed once, not per batch."""
-        table = self.item_table()  # (N + 1, D)
+        with torch.no_grad():  # a trainable content encoder would otherwise keep its graph for nothing
+            table = self.item_table()  # (N + 1, D)
 
         def score(histories: torch.Tensor) -> torch.Tensor:
             x = table[histories]  # (B, L, D)
@@ -128,6 +132,23 @@ def build_encoder(section: EncoderSection, content: ItemContent, dim: int) -> It
         from recbench.encoders.id import IdEncoder
 
         return IdEncoder(content.num_items, dim, init_std=section.init_std)
+    if isinstance(section, TextEncoderSection):
+        from recbench.encoders.text import build_text_encoder
+
+        return build_text_encoder(section, content, dim)
+    if isinstance(section, ClipEncoderSection):
+        from recbench.encoders.clip import build_clip_encoder
+
+        return build_clip_encoder(section, content, dim)
+    if isinstance(section, FusionEncoderSection):
+        from recbench.encoders.fusion import FusionEncoder
+        from recbench.encoders.id import IdEncoder
+
+        return FusionEncoder(
+            IdEncoder(content.num_items, dim, init_std=section.init_std),
+            build_encoder(section.content, content, dim),
+            section.combine,
+        )
     raise NotImplementedError(f"encoder kind '{section.kind}' is not available yet")
 
 
