@@ -9,11 +9,12 @@ number is printed beside, never mixed into the ratio.
 RecBole's anchor for these two models is a fixed budget of 2 epochs (~200 s each on this machine), tested at its
 best validation epoch. recbench gets a fixed epoch budget too (early stopping off, best validation epoch restored
 before the test, as RecBole does): --epochs, by default the number that fits in one tenth of RecBole's wall on
-this 2-core machine. The check is: recbench's test NDCG@10 >= RecBole's, and recbench's wall <= 1/10 of RecBole's.
+this 2-core machine. The check is: recbench's mean test NDCG@10 over the seeds (default 0, 1, 2) >= RecBole's
+(one seed), and the slowest recbench run's wall <= 1/10 of RecBole's.
 
     python benchmarks/backbones_vs_recbole.py                   # recbench runs; RecBole from RESULTS.md
     python benchmarks/backbones_vs_recbole.py --threads 1       # on a shared machine
-    python benchmarks/backbones_vs_recbole.py --with-recbole    # also re-run RecBole (~30 min, its own venv)
+    python benchmarks/backbones_vs_recbole.py --with-recbole    # also re-run RecBole (~15 min + venv, its own)
 
 Each recbench run is a fresh `recbench run` process with its own temporary MLflow store and a cold data cache,
 timed from process start to exit (imports, data loading, training, evaluation, tracking), like RecBole's
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,7 +149,7 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", choices=sorted(RECBOLE), default=["gru4rec", "bert4rec"])
     ap.add_argument("--epochs", nargs="*", default=[], help="fixed budgets, e.g. gru4rec=10 bert4rec=12")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for recbench (RecBole used 2)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-default", action="store_true", help="skip the history-excluded (default) runs")
     ap.add_argument(
         "--with-recbole", action="store_true", help="re-run RecBole instead of quoting RESULTS.md"
@@ -207,13 +209,25 @@ def main() -> None:
         rb = recbole[backbone]
         ratio = same["process_wall_s"] / rb["wall_s"]
         delta = same["metrics"]["test"]["ndcg@10"] - rb["test"]["ndcg@10"]
-        verdict = "PASS" if ratio <= 0.1 and delta >= 0 else "FAIL"
-        failed |= verdict == "FAIL"
         print(
-            f"{backbone} seed {seed}: wall ratio recbench/RecBole = {ratio:.3f} (target <= 0.100); test NDCG@10 "
-            f"difference (same protocol) = {delta:+.4f} (target >= 0) -> {verdict}"
+            f"{backbone} seed {seed}: wall ratio recbench/RecBole = {ratio:.3f}; test NDCG@10 difference "
+            f"(same protocol) = {delta:+.4f}"
         )
         print(f"    {same['command']}")
+    print()
+    # The verdict is on the mean over seeds (test NDCG@10 over 943 users moves by about +-0.005 from seed to
+    # seed; RecBole's figure is one seed) and on the slowest run's wall.
+    for backbone in args.backbones:
+        rb = recbole[backbone]
+        mine = [same for name, _, same, _ in rows if name == backbone]
+        ndcg = statistics.fmean(r["metrics"]["test"]["ndcg@10"] for r in mine)
+        ratio = max(r["process_wall_s"] for r in mine) / rb["wall_s"]
+        verdict = "PASS" if ratio <= 0.1 and ndcg >= rb["test"]["ndcg@10"] else "FAIL"
+        failed |= verdict == "FAIL"
+        print(
+            f"{backbone}: mean test NDCG@10 over {len(mine)} seed(s) {ndcg:.4f} vs RecBole {rb['test']['ndcg@10']:.4f} "
+            f"(target >=); slowest wall ratio {ratio:.3f} (target <= 0.100) -> {verdict}"
+        )
     sys.exit(1 if failed else 0)
 
 

@@ -4,13 +4,13 @@ loss through the shared code path, and an end-to-end run that must learn the suc
 
 import pytest
 import torch
+from backbone_helpers import ENCODER_KINDS, one_training_step, tiny_spec
 
 from recbench.backbones.bert4rec import BERT4Rec
-from recbench.config import BERT4RecSection, RecipeError, expand, recipe_from_dict
+from recbench.config import BERT4RecSection, RecipeError
 from recbench.encoders.id import IdEncoder
 from recbench.model import Recommender, build_backbone
 from recbench.runner import run_spec
-from recbench.training import LossSpec, compute_loss, sample_extra_ids
 
 
 def _model(seed=0):
@@ -163,43 +163,29 @@ def test_train_states_predict_only_masked_real_positions_and_never_see_their_ite
     assert torch.allclose(ts.states, ts2.states, atol=1e-6), "a masked item reached its own prediction"
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled_ce", "in_batch"])
-def test_one_training_step_through_the_shared_code_path(loss):
-    """Recommender.train_states + training.compute_loss, as the trainer runs them, with the ID encoder.
+STEP_CASES = [("id", loss) for loss in ("ce", "sampled_ce", "in_batch")] + [
+    (kind, "ce") for kind in ENCODER_KINDS if kind != "id"
+]
 
-    TODO(encoders): when recbench/encoders/text.py and clip.py land, parametrize this over the text and CLIP
-    encoder kinds too (build them with recbench.model.build_encoder on a tiny ItemContent).
-    """
-    model = _recommender()
-    inputs, targets = _cloze_batch()
-    g = torch.Generator().manual_seed(0)
-    spec = LossSpec(loss, negatives=8)
-    extra = sample_extra_ids(spec, inputs, model.num_items, g)
-    ts = model.train_states(
-        inputs, targets, g, extra_ids=extra, all_items=spec.needs_all_items, mask_prob=0.2
-    )
-    value = compute_loss(spec, ts, extra, model.num_items)
+
+@pytest.mark.parametrize("encoder_kind,loss", STEP_CASES)
+def test_one_training_step_through_the_shared_code_path(encoder_kind, loss, tmp_path):
+    """Recommender.train_states (cloze masking) + training.compute_loss, as the trainer runs them, for every
+    encoder kind (content kinds on tiny random models; they skip where the content encoders are absent)."""
+    torch.manual_seed(0)
+    section = BERT4RecSection(dim=16, layers=2, heads=2, inner=32, dropout=0.1, attn_dropout=0.1)
+    backbone = build_backbone(section, max_len=5)
+    model, value, ts = one_training_step(backbone, encoder_kind, loss, tmp_path, mask_prob=0.3)
     assert torch.isfinite(value)
-    value.backward()
+    assert ts.positions.any(dim=1).all() and ts.states.shape == (len(ts.targets), 16)
     for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
-
-
-def tiny_spec(data_dir, backbone: dict, **train):
-    """One run on the tiny successor data (tests/conftest.py), ID items, full ranking."""
-    recipe = recipe_from_dict(
-        {
-            "name": "tiny",
-            "experiment": "tiny",
-            "dataset": {"name": "movielens-100k", "data_dir": str(data_dir)},
-            "encoder": {"kind": "id"},
-            "backbone": backbone,
-            "train": {"max_len": 10, "batch_size": 16, "patience": 100, **train},
-            "eval": {"ks": [1, 10]},
-        }
+        if p.requires_grad and (name.startswith("backbone.") or encoder_kind == "id"):
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+    assert model.backbone.mask_vector.grad.abs().sum() > 0, "the mask vector must learn"
+    trainable = [p for p in model.encoder.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable), (
+        "the encoder must train through the backbone"
     )
-    (spec,) = expand(recipe)
-    return spec
 
 
 def test_bce_is_refused_for_a_cloze_backbone(tiny_ml_dir):

@@ -3,13 +3,12 @@ per loss through the shared code path, and an end-to-end run that must learn the
 
 import pytest
 import torch
+from backbone_helpers import ENCODER_KINDS, one_training_step, tiny_spec
 
 from recbench.backbones.gru4rec import GRU4Rec
-from recbench.config import GRU4RecSection, expand, recipe_from_dict
-from recbench.encoders.id import IdEncoder
-from recbench.model import Recommender, build_backbone
+from recbench.config import GRU4RecSection
+from recbench.model import build_backbone
 from recbench.runner import run_spec
-from recbench.training import LossSpec, compute_loss, sample_extra_ids
 
 
 def _model(seed=0, layers=2):
@@ -107,47 +106,27 @@ def test_golden_values_at_fixed_seed():
 GOLDEN = [-0.6440, -0.6562, -0.7558, 0.7762, 1.7248, -0.2716, 124.072]
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled_ce", "bce", "in_batch"])
-def test_one_training_step_through_the_shared_code_path(loss):
-    """Recommender.train_states + training.compute_loss, as the trainer runs them, with the ID encoder.
+STEP_CASES = [("id", loss) for loss in ("ce", "sampled_ce", "bce", "in_batch")] + [
+    (kind, "ce") for kind in ENCODER_KINDS if kind != "id"
+]
 
-    TODO(encoders): when recbench/encoders/text.py and clip.py land, parametrize this over the text and CLIP
-    encoder kinds too (build them with recbench.model.build_encoder on a tiny ItemContent).
-    """
-    num_items, max_len = 30, 6
+
+@pytest.mark.parametrize("encoder_kind,loss", STEP_CASES)
+def test_one_training_step_through_the_shared_code_path(encoder_kind, loss, tmp_path):
+    """Recommender.train_states + training.compute_loss, as the trainer runs them, for every encoder kind
+    (content kinds on tiny random models; they skip where the content encoders are absent)."""
     torch.manual_seed(0)
-    backbone = build_backbone(GRU4RecSection(dim=16, hidden=24, layers=2, dropout=0.1), max_len)
-    model = Recommender(IdEncoder(num_items, backbone.dim), backbone, num_items, max_len).train()
-    g = torch.Generator().manual_seed(0)
-    inputs = torch.randint(1, num_items + 1, (4, max_len), generator=g)
-    inputs[1, :2] = 0  # left padding
-    targets = torch.randint(1, num_items + 1, (4, max_len), generator=g) * (inputs > 0)
-    spec = LossSpec(loss, negatives=8)
-    extra = sample_extra_ids(spec, inputs, num_items, g)
-    ts = model.train_states(inputs, targets, g, extra_ids=extra, all_items=spec.needs_all_items)
-    assert ts.states.shape == (int((targets > 0).sum()), backbone.dim)
-    value = compute_loss(spec, ts, extra, num_items)
+    backbone = build_backbone(GRU4RecSection(dim=16, hidden=24, layers=2, dropout=0.1), max_len=5)
+    model, value, ts = one_training_step(backbone, encoder_kind, loss, tmp_path)
     assert torch.isfinite(value)
-    value.backward()
+    assert ts.states.shape == (len(ts.targets), 16)
     for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
-
-
-def tiny_spec(data_dir, backbone: dict, **train):
-    """One run on the tiny successor data (tests/conftest.py), ID items, full ranking."""
-    recipe = recipe_from_dict(
-        {
-            "name": "tiny",
-            "experiment": "tiny",
-            "dataset": {"name": "movielens-100k", "data_dir": str(data_dir)},
-            "encoder": {"kind": "id"},
-            "backbone": backbone,
-            "train": {"max_len": 10, "batch_size": 16, "patience": 100, **train},
-            "eval": {"ks": [1, 10]},
-        }
+        if p.requires_grad and (name.startswith("backbone.") or encoder_kind == "id"):
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+    trainable = [p for p in model.encoder.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable), (
+        "the encoder must train through the backbone"
     )
-    (spec,) = expand(recipe)
-    return spec
 
 
 def test_gru4rec_learns_the_successor_pattern_end_to_end(tiny_ml_dir):

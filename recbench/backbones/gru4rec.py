@@ -7,7 +7,8 @@ Deviations from the paper, on purpose:
   ID, text and image items);
 - training uses padded windows of whole user histories with a loss at every position (all of recbench's losses:
   full CE, sampled CE, BCE, in-batch), not session-parallel mini-batches with TOP1/BPR;
-- dropout is applied to the input item vectors (as RecBole's GRU4Rec), not between GRU layers.
+- dropout is applied to the input item vectors (as RecBole's GRU4Rec), not between GRU layers;
+- GRU weights start Xavier-uniform (input) and orthogonal per gate (recurrent), biases at zero.
 
 Left padding: a GRU's biases move the hidden state even when the input is zero, so running it over left padding
 would leak the amount of padding into every output. Each row is therefore rotated so that its real items come

@@ -1,0 +1,101 @@
+"""Shared by the backbone tests: a tiny run spec, and one training step through the trainer's own code path
+(Recommender.train_states + training.compute_loss) with any encoder kind.
+
+The content encoders (text, CLIP, fusion) are built on the tiny random models of tests/tiny_encoders.py; where
+those modules are absent the content kinds skip with the reason, the ID kind always runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from recbench.backbones.base import Backbone
+from recbench.config import expand, recipe_from_dict
+from recbench.model import Recommender, build_encoder
+from recbench.training import LossSpec, compute_loss, sample_extra_ids
+
+ENCODER_KINDS = ["id", "text", "clip", "fusion"]
+TITLES = ["red movie", "blue drama", "green story", "movie night", "drama day", "comedy of red and blue"]
+
+
+def tiny_spec(data_dir, backbone: dict, **train):
+    """One run on the tiny successor data (tests/conftest.py), ID items, full ranking."""
+    recipe = recipe_from_dict(
+        {
+            "name": "tiny",
+            "experiment": "tiny",
+            "dataset": {"name": "movielens-100k", "data_dir": str(data_dir)},
+            "encoder": {"kind": "id"},
+            "backbone": backbone,
+            "train": {"max_len": 10, "batch_size": 16, "patience": 100, **train},
+            "eval": {"ks": [1, 10]},
+        }
+    )
+    (spec,) = expand(recipe)
+    return spec
+
+
+def encoder_section(kind: str, folder: Path):
+    """A recipe section of this encoder kind on tiny random models written into `folder` (trainable modes,
+    so gradients must flow through the content tower too)."""
+    from recbench.config import (
+        ClipEncoderSection,
+        FusionEncoderSection,
+        IdEncoderSection,
+        TextEncoderSection,
+    )
+
+    if kind == "id":
+        return IdEncoderSection()
+    pytest.importorskip("recbench.encoders.text", reason="the content encoders are not in this checkout")
+    tiny = pytest.importorskip("tiny_encoders", reason="tests/tiny_encoders.py is not in this checkout")
+    if kind == "text":
+        return TextEncoderSection(model=str(tiny.tiny_bert(folder / "bert", layers=2)), mode="top_k", top_k=1)
+    if kind == "clip":
+        model = tiny.tiny_clip(folder / "clip", layers=2)
+        return ClipEncoderSection(model=str(model), towers="image", mode="full")
+    if kind == "fusion":
+        text = TextEncoderSection(model=str(tiny.tiny_bert(folder / "bert", layers=2)), mode="frozen")
+        return FusionEncoderSection(content=text, combine="add")
+    raise ValueError(kind)
+
+
+def item_content(kind: str, folder: Path):
+    from recbench.data.content import ItemContent
+
+    items = pl.DataFrame({"item_id": [str(i + 1) for i in range(len(TITLES))], "title": TITLES})
+    if kind == "clip":
+        tiny = pytest.importorskip("tiny_encoders")
+        paths = tiny.write_images(folder / "images", len(TITLES))
+        items = items.with_columns(pl.Series("image_path", paths, dtype=pl.String))
+    return ItemContent("tiny", items, "{title}", "empty", "blank")
+
+
+def one_training_step(backbone: Backbone, encoder_kind: str, loss: str, folder: Path, mask_prob: float = 0.0):
+    """Build encoder + backbone as the runner does, run one step as the trainer does; returns the model with
+    gradients, the loss value and the step's TrainStates."""
+    content = item_content(encoder_kind, folder)
+    encoder = build_encoder(encoder_section(encoder_kind, folder), content, backbone.dim)
+    encoder.prepare()
+    num_items, max_len = content.num_items, 5
+    model = Recommender(encoder, backbone, num_items, max_len).train()
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randint(1, num_items + 1, (4, max_len), generator=g)
+    inputs[1, :2] = 0  # left padding
+    inputs[3, :4] = 0  # a single item
+    if backbone.objective == "causal":
+        targets = torch.randint(1, num_items + 1, (4, max_len), generator=g) * (inputs > 0)
+    else:
+        targets = inputs.clone()  # make_windows(shift=False): the targets are the inputs
+    spec = LossSpec(loss, negatives=3)
+    extra = sample_extra_ids(spec, inputs, num_items, g)
+    ts = model.train_states(
+        inputs, targets, g, extra_ids=extra, all_items=spec.needs_all_items, mask_prob=mask_prob
+    )
+    value = compute_loss(spec, ts, extra, num_items)
+    value.backward()
+    return model, value, ts
