@@ -22,14 +22,14 @@ ENCODER_KINDS = ["id", "text", "clip", "fusion"]
 TITLES = ["red movie", "blue drama", "green story", "movie night", "drama day", "comedy of red and blue"]
 
 
-def tiny_spec(data_dir, backbone: dict, **train):
-    """One run on the tiny successor data (tests/conftest.py), ID items, full ranking."""
+def tiny_spec(data_dir, backbone: dict, encoder: dict | None = None, **train):
+    """One run on the tiny successor data (tests/conftest.py), full ranking; ID items unless `encoder`."""
     recipe = recipe_from_dict(
         {
             "name": "tiny",
             "experiment": "tiny",
             "dataset": {"name": "movielens-100k", "data_dir": str(data_dir)},
-            "encoder": {"kind": "id"},
+            "encoder": encoder or {"kind": "id"},
             "backbone": backbone,
             "train": {"max_len": 10, "batch_size": 16, "patience": 100, **train},
             "eval": {"ks": [1, 10]},
@@ -99,3 +99,18 @@ def one_training_step(backbone: Backbone, encoder_kind: str, loss: str, folder: 
     value = compute_loss(spec, ts, extra, num_items)
     value.backward()
     return model, value, ts
+
+
+def text_run(data_dir, backbone: dict, mode: str, folder: Path):
+    """A 2-epoch run with the text encoder on a tiny random BERT (skips where the text encoder is absent)."""
+    pytest.importorskip("recbench.encoders.text", reason="the text encoder is not in this checkout")
+    tiny = pytest.importorskip("tiny_encoders", reason="tests/tiny_encoders.py is not in this checkout")
+    from recbench.runner import run_spec
+
+    model = tiny.tiny_bert(folder / "tiny-bert", layers=2)
+    encoder = {"kind": "text", "model": str(model), "mode": mode, "top_k": 1}
+    spec = tiny_spec(data_dir, backbone, encoder=encoder, max_epochs=2, lr=0.01)
+    result = run_spec(spec, tracker=None)
+    assert result.encoder_kind == "text" and result.backbone == backbone["kind"]
+    assert len(result.history) == 2 and all(0 <= v <= 1 for v in result.metrics["test"].values())
+    return result

@@ -4,7 +4,7 @@ loss through the shared code path, and an end-to-end run that must learn the suc
 
 import pytest
 import torch
-from backbone_helpers import ENCODER_KINDS, one_training_step, tiny_spec
+from backbone_helpers import ENCODER_KINDS, one_training_step, text_run, tiny_spec
 
 from recbench.backbones.bert4rec import BERT4Rec
 from recbench.config import BERT4RecSection, RecipeError
@@ -216,3 +216,9 @@ def test_bert4rec_learns_the_successor_pattern_end_to_end(tiny_ml_dir):
     # random: hr@1 ~1/30, hr@10 ~1/3 (40 items, the ~10 seen ones excluded); cloze learns slower than a
     # causal model here (only masked positions carry a loss), so the bar is lower than GRU4Rec's
     assert test["hr@1"] > 0.6 and test["hr@10"] > 0.95, test
+
+
+@pytest.mark.parametrize("mode", ["frozen", "top_k"])
+def test_bert4rec_runs_end_to_end_with_text_items(tiny_ml_dir, tmp_path, mode):
+    """The same backbone over a text encoder (tiny random BERT), no encoder-specific code anywhere."""
+    text_run(tiny_ml_dir, {"kind": "bert4rec", "dim": 16, "heads": 2, "inner": 32}, mode, tmp_path)

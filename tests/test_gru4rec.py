@@ -3,7 +3,7 @@ per loss through the shared code path, and an end-to-end run that must learn the
 
 import pytest
 import torch
-from backbone_helpers import ENCODER_KINDS, one_training_step, tiny_spec
+from backbone_helpers import ENCODER_KINDS, one_training_step, text_run, tiny_spec
 
 from recbench.backbones.gru4rec import GRU4Rec
 from recbench.config import GRU4RecSection
@@ -137,3 +137,9 @@ def test_gru4rec_learns_the_successor_pattern_end_to_end(tiny_ml_dir):
     result = run_spec(spec, tracker=None)
     test = result.metrics["test"]
     assert test["hr@1"] > 0.8, test  # random: ~1/30 (40 items, the ~10 seen ones excluded)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "top_k"])
+def test_gru4rec_runs_end_to_end_with_text_items(tiny_ml_dir, tmp_path, mode):
+    """The same backbone over a text encoder (tiny random BERT), no encoder-specific code anywhere."""
+    text_run(tiny_ml_dir, {"kind": "gru4rec", "dim": 16, "hidden": 24}, mode, tmp_path)
