@@ -1,0 +1,162 @@
+"""Text encoder top_k (k=2) vs full fine-tuning: training time per epoch, MiniLM + SASRec on MovieLens-100K.
+
+Same recipe for both (recipes/morec_vs_idrec.yaml: its dataset, split, SASRec and train sections; only the
+text encoder's mode differs), same batches (same seed), the trainer's own step: `Recommender.train_states`
+(full-softmax CE encodes the whole catalogue every step) -> loss -> backward -> Adam. A full epoch of `full` is
+minutes on a CPU, so by default each mode runs `--steps` timed steps after one warm-up step and the time per
+epoch is EXTRAPOLATED: mean step time x steps per epoch (labelled as such). `--epochs 1` times real epochs.
+
+    OMP_NUM_THREADS=1 RECBENCH_THREADS=1 python benchmarks/topk_vs_full.py --data-dir ../shared/data/ml-100k
+    ... --precision bf16      # both modes with bf16 autocast in the trainable layers
+    ... --epochs 1            # one measured epoch per mode instead of the extrapolation
+
+Encoding the frozen lower layers for top_k (once, then cached on disk) is reported separately, not in the
+per-epoch time. The encoder's own share of a step (the catalogue forward + backward + Adam on the encoder's
+weights, without SASRec and the loss, which cost the same in both modes) is printed beside it. Timings on a shared machine are noisy: run it on a quiet one and compare only side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recbench.config import load_recipe  # noqa: E402
+from recbench.data.batches import make_windows  # noqa: E402
+from recbench.data.cards import get_card  # noqa: E402
+from recbench.data.content import ItemContent  # noqa: E402
+from recbench.data.loader import load_dataset  # noqa: E402
+from recbench.data.splits import make_split  # noqa: E402
+from recbench.model import Recommender, build_backbone, build_encoder  # noqa: E402
+from recbench.runner import seed_everything  # noqa: E402
+from recbench.training import LossSpec, compute_loss, make_optimizer, sample_extra_ids  # noqa: E402
+
+
+def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
+    encoder_section = spec.encoder.model_copy(update={"mode": mode, "top_k": 2, "precision": precision})
+    generator = seed_everything(spec.seed)
+    data = load_dataset(spec.dataset)
+    split = make_split(data, spec.split)
+    card = get_card(spec.dataset.name)
+    content = ItemContent.from_data(
+        data, spec.dataset.text_template or card.text_template, card.missing_text, card.missing_image
+    )
+    backbone = build_backbone(spec.backbone, spec.train.max_len)
+    encoder = build_encoder(encoder_section, content, backbone.dim)
+    report = encoder.prepare()
+    model = Recommender(encoder, backbone, data.num_items, spec.train.max_len)
+    windows = make_windows(split.train, spec.train.max_len, spec.train.stride, shift=True)
+    loss_spec = LossSpec(spec.train.loss, spec.train.negatives)
+    optimizer = make_optimizer(model, spec.train.optimizer, spec.train.lr, spec.train.weight_decay)
+    steps_per_epoch = -(-len(windows) // spec.train.batch_size)
+
+    def step(inputs, targets) -> float:
+        t0 = time.perf_counter()
+        extra = sample_extra_ids(loss_spec, inputs, model.num_items, generator)
+        ts = model.train_states(
+            inputs, targets, generator, extra_ids=extra, all_items=loss_spec.needs_all_items
+        )
+        loss = compute_loss(loss_spec, ts, extra, model.num_items)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - t0
+
+    model.train()
+    batches = windows.batches(spec.train.batch_size, generator)
+    step(*next(batches))  # warm-up (allocator, lazy init)
+    if epochs:
+        times = []
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            for inputs, targets in windows.batches(spec.train.batch_size, generator):
+                step(inputs, targets)
+            times.append(time.perf_counter() - t0)
+        per_epoch, how = statistics.mean(times), f"measured over {epochs} epoch(s)"
+        per_step = per_epoch / steps_per_epoch
+    else:
+        times = [step(*next(batches)) for _ in range(steps)]
+        per_step = statistics.median(times)
+        per_epoch, how = (
+            per_step * steps_per_epoch,
+            f"EXTRAPOLATED: median of {steps} steps x {steps_per_epoch}",
+        )
+    # The encoder's share of a step: the catalogue through the encoder, backward, Adam on its weights only.
+    enc_optimizer = torch.optim.Adam(model.encoder.param_groups(spec.train.lr))
+    catalogue = torch.arange(1, data.num_items + 1)
+    weights = torch.randn(data.num_items, backbone.dim, generator=generator)
+
+    def encoder_step() -> float:
+        t0 = time.perf_counter()
+        loss = (model.encoder(catalogue) * weights).sum()
+        enc_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        enc_optimizer.step()
+        return time.perf_counter() - t0
+
+    encoder_s = statistics.median(encoder_step() for _ in range(max(1, min(steps, 3))))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "mode": mode,
+        "per_step": per_step,
+        "per_epoch": per_epoch,
+        "encoder_s": encoder_s,
+        "how": how,
+        "prepare_s": report.encode_s,
+        "cache_hit": report.cache_hit,
+        "trainable": trainable,
+        "steps_per_epoch": steps_per_epoch,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "morec_vs_idrec.yaml"))
+    parser.add_argument("--data-dir", default=None, help="local MovieLens-100K folder (no download)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after 1 warm-up)")
+    parser.add_argument("--epochs", type=int, default=0, help="time this many whole epochs instead")
+    args = parser.parse_args()
+
+    threads = os.environ.get("RECBENCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    recipe = load_recipe(args.recipe)
+    from recbench.config import expand
+
+    spec = next(s for s in expand(recipe) if s.encoder.kind == "text" and s.split.kind == "leave_one_out")
+    if args.data_dir:
+        spec = spec.model_copy(
+            update={"dataset": spec.dataset.model_copy(update={"data_dir": args.data_dir})}
+        )
+    print(
+        f"{spec.dataset.name}, {spec.backbone.kind}, text encoder {spec.encoder.model}, loss {spec.train.loss}, "
+        f"batch {spec.train.batch_size}, precision {args.precision}, torch threads {torch.get_num_threads()}"
+    )
+    rows = [time_mode(spec, mode, args.precision, args.steps, args.epochs) for mode in ("top_k", "full")]
+    for r in rows:
+        print(
+            f"  {r['mode']:>6}: {r['per_epoch']:8.1f} s/epoch ({r['how']}; {r['per_step']:.2f} s/step, of which "
+            f"the encoder alone ~{r['encoder_s']:.2f} s), {r['trainable'] / 1e6:.2f}M trainable, prepare "
+            f"{r['prepare_s']:.1f} s (cache hit: {r['cache_hit']})"
+        )
+    top, full = rows
+    print(f"  full / top_k per epoch: {full['per_epoch'] / top['per_epoch']:.2f}x")
+    print(
+        f"  full / top_k, encoder alone (catalogue forward + backward + Adam): "
+        f"{full['encoder_s'] / top['encoder_s']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
