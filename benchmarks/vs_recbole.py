@@ -1,20 +1,24 @@
-"""GRU4Rec and BERT4Rec on MovieLens-100K: recbench side by side with RecBole 1.2.1, same data and protocol.
+"""SASRec, GRU4Rec and BERT4Rec on MovieLens-100K: recbench side by side with RecBole 1.2.1, same data and
+protocol, in one run, printing both sides and the ratio.
 
 Protocol of the comparison (RecBole's): leave-one-out by time, max length 50, full-softmax CE (BERT4Rec: at the
 masked positions), full ranking over all 1,682 items, history items NOT excluded (RecBole does not exclude them
-for sequential models); width 64, GRU4Rec 2 layers + dropout 0.3, BERT4Rec 2 layers, 2 heads, dropout 0.2, mask
-probability 0.2 (recipes/ml100k_backbones.yaml). recbench's default protocol excludes history items; that
-number is printed beside, never mixed into the ratio.
+for sequential models); width 64; SASRec 2 layers, 2 heads, dropout 0.5 (recipes/ml100k_sasrec_id.yaml);
+GRU4Rec 2 layers + dropout 0.3, BERT4Rec 2 layers, 2 heads, dropout 0.2, mask probability 0.2
+(recipes/ml100k_backbones.yaml). recbench's default protocol excludes history items; that number is printed
+beside, never mixed into the ratio.
 
-RecBole's anchor for these two models is a fixed budget of 2 epochs (~200 s each on this machine), tested at its
-best validation epoch. recbench gets a fixed epoch budget too (early stopping off, best validation epoch restored
-before the test, as RecBole does): --epochs, by default the number that fits in one tenth of RecBole's wall on
-this 2-core machine. The check is: recbench's mean test NDCG@10 over the seeds (default 0, 1, 2) >= RecBole's
-(one seed), and the slowest recbench run's wall <= 1/10 of RecBole's.
+RecBole's anchors (../shared/peers/recbole/RESULTS.md): SASRec, its convergence run (early stopping on validation
+NDCG@10, best epoch 7 of 11, 2,614 s); recbench's SASRec also trains to early stopping (patience 10). GRU4Rec and
+BERT4Rec: a fixed budget of 2 epochs (~200 s each), tested at the best validation epoch; recbench gets a fixed
+epoch budget too (early stopping off, best validation epoch restored before the test): --epochs, by default the
+number that fits in one tenth of RecBole's wall. The check: recbench's mean test NDCG@10 over the seeds
+(default 0, 1, 2) >= RecBole's (one seed), and the slowest recbench run's wall <= 1/10 of RecBole's.
 
-    python benchmarks/backbones_vs_recbole.py                   # recbench runs; RecBole from RESULTS.md
-    python benchmarks/backbones_vs_recbole.py --threads 1       # on a shared machine
-    python benchmarks/backbones_vs_recbole.py --with-recbole    # also re-run RecBole (~15 min + venv, its own)
+    python benchmarks/vs_recbole.py                             # all three; RecBole from RESULTS.md
+    python benchmarks/vs_recbole.py --backbones sasrec --seeds 0 1
+    python benchmarks/vs_recbole.py --threads 1                 # on a shared machine
+    python benchmarks/vs_recbole.py --with-recbole              # also re-run RecBole's 2-epoch anchors (~15 min)
 
 Each recbench run is a fresh `recbench run` process with its own temporary MLflow store and a cold data cache,
 timed from process start to exit (imports, data loading, training, evaluation, tracking), like RecBole's
@@ -43,6 +47,16 @@ PEER = SHARED / "peers" / "recbole"
 # threads on this 2-core machine): test metrics at the best validation epoch (identical in both runs), median
 # s/epoch, and the whole-process wall of the FASTER of the two runs (so the ratio is not flattered).
 RECBOLE = {
+    # "Convergence run: SASRec (2026-11-22)": best validation epoch 7 of 11, whole process 2,614 s.
+    "sasrec": {
+        "model": "SASRec",
+        "test": {"hr@10": 0.1209, "ndcg@10": 0.0554, "mrr@10": 0.0362},
+        "best_epoch": 7,
+        "epochs": 11,
+        "s_per_epoch": 214.2,
+        "wall_s": 2614.3,
+        "source": "shared/peers/recbole/RESULTS.md (2026-11-22, convergence run)",
+    },
     "gru4rec": {
         "model": "GRU4Rec",
         "test": {"hr@10": 0.0848, "ndcg@10": 0.0426, "mrr@10": 0.0301},
@@ -66,6 +80,12 @@ RECBOLE = {
 # Epoch budgets that fit in one tenth of RecBole's wall on the 2-core machine at 1 torch thread (measured
 # 2026-11-25: ~2.8 s per GRU4Rec epoch, ~3.0 s per BERT4Rec epoch, ~6 s process start + data + evaluation).
 DEFAULT_EPOCHS = {"gru4rec": 10, "bert4rec": 12}
+# SASRec is compared with RecBole's convergence run, so it trains to early stopping with its own recipe.
+RECIPES = {
+    "sasrec": REPO / "recipes" / "ml100k_sasrec_id.yaml",
+    "gru4rec": REPO / "recipes" / "ml100k_backbones.yaml",
+    "bert4rec": REPO / "recipes" / "ml100k_backbones.yaml",
+}
 
 
 def run_recbench(
@@ -99,7 +119,8 @@ def run_recbench(
 
 
 def run_recbole(models: list[str]) -> dict:
-    """Re-run RecBole's 2-epoch anchor for these models with the peer's own script (its own venv under /tmp)."""
+    """Re-run RecBole's 2-epoch anchor for these models with the peer's own script (its own venv under /tmp).
+    SASRec's convergence run (~45 min) is quoted from RESULTS.md; `run_long.sh SASRec` re-runs it."""
     out = Path(tempfile.mkdtemp(prefix="recbole-backbones-"))
     names = " ".join(RECBOLE[m]["model"] for m in models)
     env = dict(os.environ, OUT=str(out), MODELS=names, REPEATS="1", PREP_REPEATS="0", EPOCHS="2")
@@ -144,9 +165,8 @@ def _parse_epochs(items: list[str]) -> dict[str, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", default=str(REPO / "recipes" / "ml100k_backbones.yaml"))
     ap.add_argument("--data-dir", type=Path, default=SHARED / "data" / "ml-100k")
-    ap.add_argument("--backbones", nargs="+", choices=sorted(RECBOLE), default=["gru4rec", "bert4rec"])
+    ap.add_argument("--backbones", nargs="+", choices=sorted(RECBOLE), default=["sasrec", "gru4rec", "bert4rec"])
     ap.add_argument("--epochs", nargs="*", default=[], help="fixed budgets, e.g. gru4rec=10 bert4rec=12")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for recbench (RecBole used 2)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -157,19 +177,21 @@ def main() -> None:
     args = ap.parse_args()
     epochs = _parse_epochs(args.epochs)
 
-    recbole = run_recbole(args.backbones) if args.with_recbole else RECBOLE
+    fixed = [b for b in args.backbones if b in DEFAULT_EPOCHS]
+    recbole = {**RECBOLE, **(run_recbole(fixed) if args.with_recbole and fixed else {})}
     rows = []
     for backbone in args.backbones:
-        budget = [f"train.max_epochs={epochs[backbone]}", f"train.patience={epochs[backbone]}"]
+        recipe = str(RECIPES[backbone])
+        budget = [f"train.max_epochs={epochs[backbone]}", f"train.patience={epochs[backbone]}"] if backbone in epochs else []
         for seed in args.seeds:
             base = budget + [f"seed={seed}"]
             same = run_recbench(
-                args.recipe, backbone, args.data_dir, base + ["eval.exclude_seen=false"], args.threads
+                recipe, backbone, args.data_dir, base + ["eval.exclude_seen=false"], args.threads
             )
             default = (
                 None
                 if args.no_default
-                else run_recbench(args.recipe, backbone, args.data_dir, base, args.threads)
+                else run_recbench(recipe, backbone, args.data_dir, base, args.threads)
             )
             rows.append((backbone, seed, same, default))
 
