@@ -37,7 +37,7 @@ from recbench.data.loader import load_dataset  # noqa: E402
 from recbench.data.splits import make_split  # noqa: E402
 from recbench.model import Recommender, build_backbone, build_encoder  # noqa: E402
 from recbench.runner import seed_everything  # noqa: E402
-from recbench.training import LossSpec, compute_loss, make_optimizer, sample_extra_ids  # noqa: E402
+from recbench.training import LossSpec, TrainingCatalogue, batch_loss, make_optimizer  # noqa: E402
 
 
 def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
@@ -57,14 +57,11 @@ def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
     loss_spec = LossSpec(spec.train.loss, spec.train.negatives)
     optimizer = make_optimizer(model, spec.train.optimizer, spec.train.lr, spec.train.weight_decay)
     steps_per_epoch = -(-len(windows) // spec.train.batch_size)
+    catalogue = TrainingCatalogue(data.num_items, split.cold_items)
 
     def step(inputs, targets) -> float:
         t0 = time.perf_counter()
-        extra = sample_extra_ids(loss_spec, inputs, model.num_items, generator)
-        ts = model.train_states(
-            inputs, targets, generator, extra_ids=extra, all_items=loss_spec.needs_all_items
-        )
-        loss = compute_loss(loss_spec, ts, extra, model.num_items)
+        loss, _ = batch_loss(model, inputs, targets, loss_spec, catalogue, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

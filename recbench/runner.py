@@ -277,6 +277,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
         valid_metric=spec.train.valid_metric,
         grad_clip=spec.train.grad_clip,
         mask_prob=getattr(spec.backbone, "mask_prob", 0.0),
+        held_out=split.cold_items,
     )
     history = fit(
         model,

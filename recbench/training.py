@@ -7,6 +7,10 @@ Losses over the states of every loss position (M, D) and the item vectors of the
 - ``bce``: the original SASRec loss, one uniform negative per position (a negative equal to the target is
   redrawn once, then masked);
 - ``in_batch``: softmax over the distinct targets of the batch.
+
+Items a split holds out of training (the item cold-start split) are not in the training catalogue at all:
+never a class of the softmax, never a sampled negative. They exist only at evaluation, where they are ranked
+like any other item; an ID encoder's vectors for them get no gradient and stay as initialised.
 """
 
 from __future__ import annotations
@@ -33,9 +37,26 @@ class LossSpec:
     kind: str = "ce"
     negatives: int = 100
 
-    @property
-    def needs_all_items(self) -> bool:
-        return self.kind == "ce"
+
+class TrainingCatalogue:
+    """The items training may score: all of 1..N, or those minus the split's held-out items."""
+
+    def __init__(self, num_items: int, held_out=None, device: torch.device | str = "cpu"):
+        allowed = torch.ones(num_items + 1, dtype=torch.bool)
+        allowed[0] = False
+        if held_out is not None and len(held_out):
+            allowed[torch.as_tensor(held_out, dtype=torch.long)] = False
+        self.num_items = num_items
+        self.ids = torch.nonzero(allowed).flatten().to(device)  # (C,) item indices, sorted
+        self.complete = len(self.ids) == num_items
+        position = torch.full((num_items + 1,), -1, dtype=torch.long)
+        position[self.ids.cpu()] = torch.arange(len(self.ids))
+        self.position = position.to(device)  # item index -> class index (-1: not a class)
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """Uniform draws from the training catalogue."""
+        picks = torch.randint(0, len(self.ids), shape, generator=generator)
+        return self.ids[picks.to(self.ids.device)]
 
 
 @dataclass
@@ -64,22 +85,31 @@ class History:
 
 
 def sample_extra_ids(
-    spec: LossSpec, inputs: torch.Tensor, num_items: int, generator: torch.Generator
+    spec: LossSpec, inputs: torch.Tensor, catalogue: TrainingCatalogue, generator: torch.Generator
 ) -> torch.Tensor | None:
-    """Negatives drawn before the forward pass, so the encoder encodes them with the batch's items."""
+    """Items the loss will score besides the batch's own, chosen before the forward pass so the encoder
+    encodes them together with the batch: sampled negatives, or the training catalogue for full CE when it
+    is not the whole catalogue (None then means: encode every item)."""
     if spec.kind == "sampled_ce":
-        return torch.randint(1, num_items + 1, (spec.negatives,), generator=generator).to(inputs.device)
+        return catalogue.sample((spec.negatives,), generator).to(inputs.device)
     if spec.kind == "bce":
-        return torch.randint(1, num_items + 1, inputs.shape, generator=generator).to(inputs.device)  # (B, L)
+        return catalogue.sample(tuple(inputs.shape), generator).to(inputs.device)  # (B, L)
+    if spec.kind == "ce" and not catalogue.complete:
+        return catalogue.ids.to(inputs.device)
     return None
 
 
-def compute_loss(spec: LossSpec, ts: TrainStates, extra: torch.Tensor | None, num_items: int) -> torch.Tensor:
+def compute_loss(
+    spec: LossSpec, ts: TrainStates, extra: torch.Tensor | None, catalogue: TrainingCatalogue
+) -> torch.Tensor:
     h, y = ts.states, ts.targets  # (M, D), (M,)
     if spec.kind == "ce":
-        items = ts.vectors(torch.arange(1, num_items + 1, device=h.device))  # (N, D), padding left out
-        logits = h @ items.T  # (M, N): column j is item j + 1
-        return F.cross_entropy(logits, y - 1)
+        items = ts.vectors(catalogue.ids)  # (C, D): the training catalogue, padding and held-out items left out
+        logits = h @ items.T  # (M, C)
+        labels = catalogue.position[y]  # (M,)
+        if bool((labels < 0).any()):
+            raise ValueError("a training target is outside the training catalogue (a held-out item leaked)")
+        return F.cross_entropy(logits, labels)
     if spec.kind == "sampled_ce":
         pos = (h * ts.vectors(y)).sum(-1, keepdim=True)  # (M, 1)
         neg = h @ ts.vectors(extra).T  # (M, n)
@@ -100,6 +130,28 @@ def compute_loss(spec: LossSpec, ts: TrainStates, extra: torch.Tensor | None, nu
         logits = h @ ts.vectors(classes).T  # (M, C)
         return F.cross_entropy(logits, label)
     raise ValueError(f"unknown loss {spec.kind!r}")
+
+
+def batch_loss(
+    model: Recommender,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    spec: LossSpec,
+    catalogue: TrainingCatalogue,
+    generator: torch.Generator,
+    mask_prob: float = 0.0,
+) -> tuple[torch.Tensor, TrainStates]:
+    """One training batch, as `fit` runs it: negatives, encoder + backbone, loss -> (loss, states)."""
+    extra = sample_extra_ids(spec, inputs, catalogue, generator)
+    ts = model.train_states(
+        inputs,
+        targets,
+        generator,
+        extra_ids=extra,
+        all_items=spec.kind == "ce" and catalogue.complete,
+        mask_prob=mask_prob,
+    )
+    return compute_loss(spec, ts, extra, catalogue), ts
 
 
 def make_optimizer(model: Recommender, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -123,6 +175,7 @@ class FitConfig:
     valid_metric: str = "ndcg@10"
     grad_clip: float | None = None
     mask_prob: float = 0.0  # cloze objectives only
+    held_out: object = None  # item indices never in training (cold-start split): no class, no negative
 
 
 def fit(
@@ -137,6 +190,7 @@ def fit(
 ) -> History:
     """Train until the validation metric stops improving for `patience` epochs; restore the best state."""
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    catalogue = TrainingCatalogue(model.num_items, config.held_out, device)
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     since_best = 0
@@ -146,16 +200,7 @@ def fit(
         total, count = 0.0, 0
         for step, (inputs, targets) in enumerate(windows.batches(config.batch_size, generator)):
             inputs, targets = inputs.to(device), targets.to(device)
-            extra = sample_extra_ids(config.loss, inputs, model.num_items, generator)
-            ts = model.train_states(
-                inputs,
-                targets,
-                generator,
-                extra_ids=extra,
-                all_items=config.loss.needs_all_items,
-                mask_prob=config.mask_prob,
-            )
-            loss = compute_loss(config.loss, ts, extra, model.num_items)
+            loss, ts = batch_loss(model, inputs, targets, config.loss, catalogue, generator, config.mask_prob)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss is {loss.item()} at epoch {epoch}, batch {step + 1}; lower train.lr or set "

@@ -16,7 +16,7 @@ import torch
 from recbench.backbones.base import Backbone
 from recbench.config import expand, recipe_from_dict
 from recbench.model import Recommender, build_encoder
-from recbench.training import LossSpec, compute_loss, sample_extra_ids
+from recbench.training import LossSpec, TrainingCatalogue, batch_loss
 
 ENCODER_KINDS = ["id", "text", "clip", "fusion"]
 TITLES = ["red movie", "blue drama", "green story", "movie night", "drama day", "comedy of red and blue"]
@@ -92,11 +92,7 @@ def one_training_step(backbone: Backbone, encoder_kind: str, loss: str, folder: 
     else:
         targets = inputs.clone()  # make_windows(shift=False): the targets are the inputs
     spec = LossSpec(loss, negatives=3)
-    extra = sample_extra_ids(spec, inputs, num_items, g)
-    ts = model.train_states(
-        inputs, targets, g, extra_ids=extra, all_items=spec.needs_all_items, mask_prob=mask_prob
-    )
-    value = compute_loss(spec, ts, extra, num_items)
+    value, ts = batch_loss(model, inputs, targets, spec, TrainingCatalogue(num_items), g, mask_prob)
     value.backward()
     return model, value, ts
 

@@ -9,7 +9,7 @@ from recbench.backbones.sasrec import SASRec
 from recbench.data.batches import make_windows
 from recbench.encoders.id import IdEncoder
 from recbench.model import Recommender, TrainStates, cloze_positions
-from recbench.training import FitConfig, LossSpec, NonFiniteLossError, compute_loss, fit
+from recbench.training import FitConfig, LossSpec, NonFiniteLossError, TrainingCatalogue, compute_loss, fit
 
 N, D = 12, 8
 
@@ -27,7 +27,7 @@ def test_full_ce_is_softmax_over_real_items_only():
     ts, table = _states()
     logits = ts.states @ table[1:].T  # padding is not a class
     want = F.cross_entropy(logits, ts.targets - 1)
-    assert compute_loss(LossSpec("ce"), ts, None, N).item() == pytest.approx(want.item(), rel=1e-6)
+    assert compute_loss(LossSpec("ce"), ts, None, TrainingCatalogue(N)).item() == pytest.approx(want.item(), rel=1e-6)
 
 
 def test_sampled_ce_masks_a_negative_equal_to_the_target():
@@ -39,7 +39,7 @@ def test_sampled_ce_masks_a_negative_equal_to_the_target():
         logits = [h[i] @ table[y[i]]] + [h[i] @ table[n] for n in negs if n != y[i]]
         rows.append(-torch.log_softmax(torch.stack(logits), 0)[0])
     want = torch.stack(rows).mean()
-    got = compute_loss(LossSpec("sampled_ce", negatives=3), ts, negs, N)
+    got = compute_loss(LossSpec("sampled_ce", negatives=3), ts, negs, TrainingCatalogue(N))
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
@@ -51,7 +51,7 @@ def test_bce_with_one_negative_per_position():
     neg = torch.sigmoid((h * table[negs[0]]).sum(-1))
     valid = (negs[0] != y).float()
     want = (-torch.log(pos) - torch.log(1 - neg) * valid).mean()
-    got = compute_loss(LossSpec("bce"), ts, negs, N)
+    got = compute_loss(LossSpec("bce"), ts, negs, TrainingCatalogue(N))
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
@@ -60,7 +60,7 @@ def test_in_batch_softmax_over_distinct_targets():
     classes = torch.tensor([1, 4, 7, 12])
     labels = torch.tensor([0, 1, 1, 2, 3])
     want = F.cross_entropy(ts.states @ table[classes].T, labels)
-    assert compute_loss(LossSpec("in_batch"), ts, None, N).item() == pytest.approx(want.item(), rel=1e-6)
+    assert compute_loss(LossSpec("in_batch"), ts, None, TrainingCatalogue(N)).item() == pytest.approx(want.item(), rel=1e-6)
 
 
 def _model(num_items=20):
@@ -111,3 +111,31 @@ def test_cloze_positions_mask_only_eligible_positions_and_at_least_one_per_row()
         masked = cloze_positions(eligible, 0.2, g)
         assert not (masked & ~eligible).any()
         assert masked[0].any() and masked[1, 3] and not masked[2].any()
+
+
+def test_held_out_items_are_no_class_and_no_negative():
+    ts, table = _states()
+    held = torch.tensor([2, 9])
+    catalogue = TrainingCatalogue(N, held)
+    kept = torch.tensor([i for i in range(1, N + 1) if i not in (2, 9)])
+    logits = ts.states @ table[kept].T
+    labels = torch.tensor([kept.tolist().index(int(y)) for y in ts.targets])
+    want = F.cross_entropy(logits, labels)
+    assert compute_loss(LossSpec("ce"), ts, None, catalogue).item() == pytest.approx(want.item(), rel=1e-6)
+    draws = catalogue.sample((5000,), torch.Generator().manual_seed(0))
+    assert not set(draws.tolist()) & {0, 2, 9} and set(draws.tolist()) == set(kept.tolist())
+    leak = TrainStates(ts.states[:1], torch.tensor([9]), ts.positions, ts.vectors)
+    with pytest.raises(ValueError, match="held-out"):
+        compute_loss(LossSpec("ce"), leak, None, catalogue)
+
+
+def test_cold_item_id_vectors_stay_as_initialised():
+    model = _model(num_items=20)
+    before = model.encoder.table.weight.detach().clone()
+    seqs = [np.array([(s + k) % 18 + 1 for k in range(7)]) for s in range(10)]  # items 19, 20 never occur
+    windows = make_windows(seqs, 6, 3, shift=True)
+    cfg = FitConfig(LossSpec("ce"), batch_size=5, max_epochs=3, patience=3, lr=0.02, held_out=np.array([19, 20]))
+    fit(model, windows, lambda: {"ndcg@10": 0.0}, cfg, torch.Generator().manual_seed(0))
+    after = model.encoder.table.weight.detach()
+    assert torch.equal(after[19:], before[19:])  # held out: no gradient, ever
+    assert not torch.equal(after[1:19], before[1:19])
