@@ -162,38 +162,37 @@ class RichReporter(Reporter):
 
 
 def summary_table(results: list[Any], ks_metric: str = "ndcg@10") -> Table:
-    """The table printed after a grid: one row per run, test metrics, warm/cold, cost."""
-    table = Table(title="recbench results (test, full ranking unless marked)", show_lines=False)
-    for col in ("dataset", "split", "encoder", "backbone", "seed"):
-        table.add_column(col)
+    """The table printed after a grid: one row per run, test metrics, warm/cold, cost.
+
+    Columns whose value is the same for every run (dataset, seed) move into the title to keep it narrow.
+    """
     k = ks_metric.split("@")[1]
-    for col in (
-        f"HR@{k}",
-        f"NDCG@{k}",
-        f"MRR@{k}",
-        f"NDCG@{k} warm",
-        f"NDCG@{k} cold",
-        "epochs",
-        "s/epoch",
-        "encode s",
-        "wall s",
-    ):
+    keys = ("dataset", "split", "encoder", "backbone", "seed")
+    varying = [
+        c for c in keys if len({str(getattr(r, c)) for r in results}) > 1 or c in ("encoder", "backbone")
+    ]
+    constant = [f"{c} {getattr(results[0], c)}" for c in keys if c not in varying and results]
+    title = "recbench results: test metrics, full ranking unless marked" + (
+        f" ({', '.join(constant)})" if constant else ""
+    )
+    table = Table(title=title, show_lines=False)
+    for col in varying:
+        table.add_column(col, no_wrap=col in ("encoder", "split"))
+    metric_cols = (f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", f"NDCG@{k} warm", f"NDCG@{k} cold")
+    for col in (*metric_cols, "epochs", "s/epoch", "encode s", "wall s"):
         table.add_column(col, justify="right")
+
+    def fmt(group: dict, name: str) -> str:
+        return f"{group[name]:.4f}" if name in group else "-"
+
     for r in results:
         test = r.metrics.get("test", {})
         warm = r.metrics.get("test/warm", {})
         cold = r.metrics.get("test/cold", {})
         sampled = " (sampled)" if r.protocol.get("candidates") == "sampled" else ""
-
-        def fmt(group: dict, name: str) -> str:
-            return f"{group[name]:.4f}" if name in group else "-"
-
+        labels = {c: str(getattr(r, c)) + (sampled if c == "encoder" else "") for c in varying}
         table.add_row(
-            r.dataset,
-            r.split,
-            r.encoder + sampled,
-            r.backbone,
-            str(r.seed),
+            *(labels[c] for c in varying),
             fmt(test, f"hr@{k}"),
             fmt(test, f"ndcg@{k}"),
             fmt(test, f"mrr@{k}"),
