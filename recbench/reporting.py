@@ -79,7 +79,7 @@ class RichReporter(Reporter):
         self._advance_grid()
 
     def stage(self, text: str) -> None:
-        self.console.print(f"  {text}")
+        self.console.print(f"  {text}", soft_wrap=True)
 
     def epoch_start(self, epoch: int, max_epochs: int, batches: int) -> None:
         if self.epoch_task is None:
