@@ -130,12 +130,20 @@ class _ContentEncoderBase(Strict):
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off unless set).")
     encode_batch_size: int = Field(
-        128, ge=1, le=8192, description="Items per forward pass (encoding the catalogue and each top_k/full step)."
+        128,
+        ge=1,
+        le=8192,
+        description="Items per forward pass (encoding the catalogue and each top_k/full step).",
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="Precision of the trainable layers in top_k/full (bf16: autocast, ~3x faster on CPUs with "
         "bf16 units); frozen vectors and cached lower-layer states are always computed in fp32.",
+    )
+    checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="top_k/full: recompute each chunk's activations in the backward pass (memory of one chunk "
+        "instead of the whole catalogue, ~40% more encoder time); auto: on for large catalogues.",
     )
     label: str | None = Field(None, description="Row name in tables (default: derived from the settings).")
 
@@ -421,7 +429,9 @@ class RunSpec(Strict):
     def recipe_hash(self) -> str:
         """The skip-if-done key: every setting of the run, but not where its data lives (`data_dir`) nor
         the recipe/experiment names. What the data *is* is checked by the dataset fingerprint."""
-        return _hash(self.model_dump(mode="json", exclude={"name": True, "experiment": True, "dataset": {"data_dir"}}))
+        return _hash(
+            self.model_dump(mode="json", exclude={"name": True, "experiment": True, "dataset": {"data_dir"}})
+        )
 
     @property
     def run_name(self) -> str:

@@ -286,7 +286,7 @@ LEGEND = (
     "the `id` encoder, with the same backbone and protocol), paired over users, with its bootstrap CI; p-values "
     "are two-sided (Wilcoxon signed-rank, normal approximation without continuity correction; paired t-test), "
     "not corrected for multiple comparisons. warm/cold: targets seen more than / at most `cold_threshold` times "
-    "in training. Cost columns are means over seeds; peak RSS is the process peak (includes data loading)."
+    "in training. Cost columns are means over seeds; peak RSS is the resident-memory peak of the process during the run (what it already held, such as libraries and cached data, included)."
 )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import random
-import resource
 import time
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from recbench.evaluation.protocol import (
 )
 from recbench.model import Recommender, build_backbone, build_encoder
 from recbench.reporting import Reporter
+from recbench.resources import peak_rss_mb, reset_peak_rss
 from recbench.results import Cost, RunResult, git_commit, machine_description, per_user_frame
 from recbench.training import FitConfig, LossSpec, fit
 
@@ -121,11 +121,6 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def run_recipe(
     recipe: Recipe, reporter: Reporter | None = None, options: RunOptions | None = None
 ) -> list[RunResult]:
@@ -198,6 +193,7 @@ def _version() -> str:
 
 def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
     t_start = time.perf_counter()
+    per_run_peak = reset_peak_rss()
     if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
         torch.set_num_threads(int(spec.train.threads or os.environ["RECBENCH_THREADS"]))
     device = pick_device(spec.train.device)
@@ -348,6 +344,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
             "targets_in_history_test": test_eval.targets_in_history,
             "stopped_early": history.stopped_early,
             "encoder_cache_hit": report.cache_hit,
+            "peak_rss_per_run": per_run_peak,
             "popularity_thresholds": dict(
                 zip(
                     ("head_min_count", "tail_max_count"),

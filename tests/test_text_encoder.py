@@ -296,3 +296,33 @@ def test_real_minilm_encodes_text():
     v = torch.nn.functional.normalize(enc.runners[0].table, dim=-1)  # (3, 384)
     assert v.shape == (3, 384) and report.extra["encoder_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+@pytest.mark.parametrize("mode", ["top_k", "full"])
+def test_checkpointing_gives_the_same_gradients_with_one_chunk_of_memory(bert_dir, mode):
+    """Recomputing chunk activations in the backward pass is an exact memory trade, dropout included."""
+    grads = {}
+    for setting in ("off", "on"):
+        enc, _ = build(bert_dir, mode=mode, top_k=2, encode_batch_size=2, checkpointing=setting)
+        assert enc.runners[0].recompute is (setting == "on")
+        enc.train()
+        torch.manual_seed(5)  # same dropout masks in both settings
+        loss = enc(torch.arange(1, 7)).pow(2).sum()
+        loss.backward()
+        grads[setting] = (loss.item(), {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None})
+    assert grads["on"][0] == pytest.approx(grads["off"][0], rel=1e-6)
+    assert grads["on"][1].keys() == grads["off"][1].keys() and grads["on"][1]
+    for name, g in grads["off"][1].items():
+        assert torch.allclose(grads["on"][1][name], g, atol=1e-6), name
+
+
+def test_checkpointing_auto_turns_on_for_large_catalogues(bert_dir, monkeypatch):
+    from recbench.encoders import modality
+
+    enc, _ = build(bert_dir, mode="top_k", top_k=2)
+    assert enc.runners[0].recompute is False
+    monkeypatch.setattr(modality, "RECOMPUTE_TOKEN_LAYERS", 10)
+    enc, _ = build(bert_dir, mode="top_k", top_k=2)
+    assert enc.runners[0].recompute is True
+    enc, _ = build(bert_dir, mode="frozen")
+    assert enc.runners[0].recompute is False

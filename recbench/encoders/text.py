@@ -49,6 +49,7 @@ def build_text_encoder(section: TextEncoderSection, content: ItemContent, dim: i
         pretrained_lr=section.lr,
         batch_size=section.encode_batch_size,
         precision=section.precision,
+        checkpointing=section.checkpointing,
         common_key=common_key(resolved, section.revision, content),
         revision=resolved.revision,
         extra={"encoder_model": resolved.name, "encoder_source": resolved.source},
