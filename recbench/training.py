@@ -104,7 +104,8 @@ def compute_loss(
 ) -> torch.Tensor:
     h, y = ts.states, ts.targets  # (M, D), (M,)
     if spec.kind == "ce":
-        items = ts.vectors(catalogue.ids)  # (C, D): the training catalogue, padding and held-out items left out
+        # the training catalogue: padding and held-out items are no class
+        items = ts.vectors(catalogue.ids)  # (C, D)
         logits = h @ items.T  # (M, C)
         labels = catalogue.position[y]  # (M,)
         if bool((labels < 0).any()):
