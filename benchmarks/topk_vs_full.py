@@ -41,7 +41,9 @@ from recbench.training import LossSpec, TrainingCatalogue, batch_loss, make_opti
 
 
 def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
-    encoder_section = spec.encoder.model_copy(update={"mode": mode, "top_k": 2, "precision": precision})
+    # Same memory strategy for both modes (no activation recomputation), so only the mode differs.
+    update = {"mode": mode, "top_k": 2, "precision": precision, "checkpointing": "off"}
+    encoder_section = spec.encoder.model_copy(update=update)
     generator = seed_everything(spec.seed)
     data = load_dataset(spec.dataset)
     split = make_split(data, spec.split)
@@ -131,7 +133,11 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     from recbench.config import expand
 
-    spec = next(s for s in expand(recipe) if s.encoder.kind == "text" and s.split.kind == "leave_one_out")
+    spec = next(  # the recipe's top_k row (its train section: batch size, lr), on the warm split
+        s
+        for s in expand(recipe)
+        if s.encoder.kind == "text" and s.encoder.mode == "top_k" and s.split.kind == "leave_one_out"
+    )
     if args.data_dir:
         spec = spec.model_copy(
             update={"dataset": spec.dataset.model_copy(update={"data_dir": args.data_dir})}
