@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import recbench
 from recbench.config import Recipe, RecipeError, RunSpec, baseline_label, expand, fingerprint
 from recbench.data.batches import make_windows
 from recbench.data.cards import get_card
 from recbench.data.content import ItemContent
 from recbench.data.loader import load_dataset
-from recbench.data.schema import DataError, SequenceData
+from recbench.data.schema import DataError
 from recbench.data.splits import Split, make_split
 from recbench.evaluation.protocol import (
     Evaluation,
@@ -170,7 +171,7 @@ def run_spec(
     params = spec.model_dump(mode="json")
     tags = {
         "recbench.recipe_hash": spec.recipe_hash,
-        "recbench.version": _version(),
+        "recbench.version": recbench.__version__,
         "recbench.git_commit": git_commit(),
         "recbench.recipe": spec.name,
         "recbench.machine": machine_description(),
@@ -183,12 +184,6 @@ def run_spec(
         tags["recbench.command"] = command
     with tracker.run(spec.run_name, params, tags) as handle:
         return _run(spec, reporter, handle)
-
-
-def _version() -> str:
-    import recbench
-
-    return recbench.__version__
 
 
 def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
@@ -246,7 +241,6 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
         return _evaluate(model, split, "valid", protocol, device, reporter, spec).metrics
 
     n_batches = -(-len(windows) // spec.train.batch_size)
-    epoch_box = {"epoch": 0}
 
     def on_epoch(record, improved: bool) -> None:
         reporter.epoch_end(record.epoch, record.loss, record.valid, improved, record.train_s)
@@ -254,7 +248,6 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
             values = {"train/loss": record.loss, "train/epoch_s": record.train_s}
             values.update({f"epoch/valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
             handle.log_metrics(values, step=record.epoch)
-        epoch_box["epoch"] = record.epoch
         if record.epoch < spec.train.max_epochs:
             reporter.epoch_start(record.epoch + 1, spec.train.max_epochs, n_batches)
 
@@ -391,6 +384,3 @@ def _evaluate(
     )
     reporter.eval_end()
     return out
-
-
-__all__ = ["RunOptions", "run_recipe", "run_spec", "check_against_cards", "SequenceData"]

@@ -7,7 +7,8 @@ before the test item), as in RecBole and the SASRec paper.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -41,9 +42,10 @@ class Split:
     cold_items: np.ndarray | None = None  # held-out items (cold_item split only)
     stats: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def train_item_counts(self) -> np.ndarray:
-        """(N + 1,) how often each item index occurs in the training sequences (index 0: padding)."""
+        """(N + 1,) how often each item index occurs in the training sequences (index 0: padding).
+        Computed once: a Split is not changed after it is made (cold_item builds a new one)."""
         flat = np.concatenate([s for s in self.train if len(s)] or [np.zeros(0, np.int64)])
         return np.bincount(flat, minlength=self.num_items + 1)
 
@@ -104,16 +106,14 @@ def cold_item(data: SequenceData, fraction: float, seed: int) -> Split:
         keep = ~is_cold[seq]
         removed += int((~keep).sum())
         train.append(seq[keep])
-    base.kind = "cold_item"
-    base.train = train
-    base.cold_items = cold
-    base.stats.update(
-        cold_items=int(n_cold),
-        train_interactions_removed=removed,
-        cold_valid_targets=int(is_cold[base.valid.targets].sum()),
-        cold_test_targets=int(is_cold[base.test.targets].sum()),
-    )
-    return base
+    stats = {
+        **base.stats,
+        "cold_items": int(n_cold),
+        "train_interactions_removed": removed,
+        "cold_valid_targets": int(is_cold[base.valid.targets].sum()),
+        "cold_test_targets": int(is_cold[base.test.targets].sum()),
+    }
+    return replace(base, kind="cold_item", train=train, cold_items=cold, stats=stats)
 
 
 def temporal(data: SequenceData, valid_fraction: float, test_fraction: float) -> Split:
