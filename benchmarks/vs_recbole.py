@@ -166,7 +166,9 @@ def _parse_epochs(items: list[str]) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=SHARED / "data" / "ml-100k")
-    ap.add_argument("--backbones", nargs="+", choices=sorted(RECBOLE), default=["sasrec", "gru4rec", "bert4rec"])
+    ap.add_argument(
+        "--backbones", nargs="+", choices=sorted(RECBOLE), default=["sasrec", "gru4rec", "bert4rec"]
+    )
     ap.add_argument("--epochs", nargs="*", default=[], help="fixed budgets, e.g. gru4rec=10 bert4rec=12")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for recbench (RecBole used 2)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -182,16 +184,18 @@ def main() -> None:
     rows = []
     for backbone in args.backbones:
         recipe = str(RECIPES[backbone])
-        budget = [f"train.max_epochs={epochs[backbone]}", f"train.patience={epochs[backbone]}"] if backbone in epochs else []
+        budget = (
+            [f"train.max_epochs={epochs[backbone]}", f"train.patience={epochs[backbone]}"]
+            if backbone in epochs
+            else []
+        )
         for seed in args.seeds:
             base = budget + [f"seed={seed}"]
             same = run_recbench(
                 recipe, backbone, args.data_dir, base + ["eval.exclude_seen=false"], args.threads
             )
             default = (
-                None
-                if args.no_default
-                else run_recbench(recipe, backbone, args.data_dir, base, args.threads)
+                None if args.no_default else run_recbench(recipe, backbone, args.data_dir, base, args.threads)
             )
             rows.append((backbone, seed, same, default))
 

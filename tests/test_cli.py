@@ -31,7 +31,9 @@ def test_validate_ok_and_misspelt_key(tmp_path):
     bad.write_text(Path(SMOKE).read_text().replace("max_epochs", "max_epoch"))
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 2
-    assert "train.max_epoch" in result.output and "max_epochs" in result.output and "bad.yaml" in result.output
+    assert (
+        "train.max_epoch" in result.output and "max_epochs" in result.output and "bad.yaml" in result.output
+    )
 
 
 def test_run_rejects_bad_override_with_status_2():
@@ -60,7 +62,14 @@ def test_smoke_run_json_and_mlflow_readback(tiny_ml_dir):
     assert set(line) >= {"name", "dataset", "encoder", "backbone", "protocol", "metrics", "cost"}
     assert set(line["metrics"]) >= {"valid", "test", "test/warm", "test/cold"}
     assert set(line["metrics"]["test"]) == {f"{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10)}
-    assert set(line["cost"]) >= {"train_s", "s_per_epoch", "epochs", "peak_rss_mb", "params_total", "params_trainable"}
+    assert set(line["cost"]) >= {
+        "train_s",
+        "s_per_epoch",
+        "epochs",
+        "peak_rss_mb",
+        "params_total",
+        "params_trainable",
+    }
     assert line["cost"]["epochs"] == 2 and line["protocol"]["exclude_seen"] is True
 
     client = MlflowClient()
@@ -92,7 +101,9 @@ def test_nan_loss_fails_the_run_and_marks_it_failed(tiny_ml_dir, monkeypatch):
 
     import recbench.training as training
 
-    monkeypatch.setattr(training, "compute_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(
+        training, "compute_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    )
     result = runner.invoke(app, ["run", SMOKE, "--data-dir", str(tiny_ml_dir), "--quiet"])
     assert result.exit_code == 1
     assert "loss is nan at epoch 1, batch 1" in result.output
@@ -106,9 +117,26 @@ def test_sasrec_learns_the_successor_pattern_end_to_end(tiny_ml_dir):
     """A real behaviour check of the whole path: data -> windows -> SASRec -> CE -> full-ranking evaluation."""
     result = runner.invoke(
         app,
-        ["run", SMOKE, "--data-dir", str(tiny_ml_dir), "--json", "--quiet",
-         "--set", "dataset.max_users=null", "--set", "train.max_epochs=40", "--set", "train.patience=40",
-         "--set", "train.lr=0.01", "--set", "backbone.dropout=0.0", "--set", "backbone.attn_dropout=0.0"],
+        [
+            "run",
+            SMOKE,
+            "--data-dir",
+            str(tiny_ml_dir),
+            "--json",
+            "--quiet",
+            "--set",
+            "dataset.max_users=null",
+            "--set",
+            "train.max_epochs=40",
+            "--set",
+            "train.patience=40",
+            "--set",
+            "train.lr=0.01",
+            "--set",
+            "backbone.dropout=0.0",
+            "--set",
+            "backbone.attn_dropout=0.0",
+        ],
     )
     assert result.exit_code == 0, result.output
     test = _json_lines(result.stdout)[0]["metrics"]["test"]

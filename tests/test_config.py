@@ -85,7 +85,9 @@ def test_grid_expands_every_combination_with_distinct_hashes():
     assert len(runs) == 4
     assert len({r.recipe_hash for r in runs}) == 4
     assert {r.run_name for r in runs} == {
-        f"movielens-100k/leave_one_out/{e}/sasrec/seed{s}" for e in ("id", "text-minilm-frozen") for s in (0, 1)
+        f"movielens-100k/leave_one_out/{e}/sasrec/seed{s}"
+        for e in ("id", "text-minilm-frozen")
+        for s in (0, 1)
     }
 
 

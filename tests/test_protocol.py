@@ -26,8 +26,12 @@ def test_history_items_are_excluded_and_padding_is_never_a_candidate():
     # catalogue of 5 items; the model loves items 1 and 2, which the user has already seen
     scores = [[9.0, 8.0, 7.0, 1.0, 0.5, 0.2]]
     ev_set = _set([[1, 2]], [3])
-    excl = evaluate(_fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=True))
-    incl = evaluate(_fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=False))
+    excl = evaluate(
+        _fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=True)
+    )
+    incl = evaluate(
+        _fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=False)
+    )
     assert excl.ranks.tolist() == [1.0]  # padding (9.0) and history (8, 7) are not candidates
     assert incl.ranks.tolist() == [3.0]  # history counted, padding still not
     assert excl.metrics["hr@1"] == 1.0 and incl.metrics["hr@1"] == 0.0
@@ -55,10 +59,15 @@ def test_history_longer_than_max_len_is_still_fully_excluded():
 def test_constant_model_scores_near_zero_in_full_ranking():
     n = 500
     ev_set = _set([[1]] * 20, list(range(2, 22)))
-    ev = evaluate(lambda x: torch.zeros(x.shape[0], n + 1), ev_set, Protocol(num_items=n, max_len=4, ks=(10,)))
+    ev = evaluate(
+        lambda x: torch.zeros(x.shape[0], n + 1), ev_set, Protocol(num_items=n, max_len=4, ks=(10,))
+    )
     assert ev.metrics["hr@10"] == 0.0 and ev.metrics["ndcg@10"] == 0.0
-    ev = evaluate(lambda x: torch.zeros(x.shape[0], n + 1), ev_set,
-                  Protocol(num_items=n, max_len=4, ks=(10,), ties="expected"))
+    ev = evaluate(
+        lambda x: torch.zeros(x.shape[0], n + 1),
+        ev_set,
+        Protocol(num_items=n, max_len=4, ks=(10,), ties="expected"),
+    )
     assert ev.metrics["hr@10"] == pytest.approx(10 / (n - 1))  # one history item excluded
 
 
@@ -94,7 +103,11 @@ def test_warm_and_cold_slices():
     assert slices["cold"].tolist() == [False, True, False, True]
     assert slices["warm"].tolist() == [True, False, True, False]
     scores = [[0.0, 4.0, 3.0, 2.0, 1.0]] * 4
-    ev = evaluate(_fixed_scores(scores), _set([[]] * 4, [1, 2, 3, 4]),
-                  Protocol(num_items=4, max_len=2, ks=(1,)), slices=slices)
+    ev = evaluate(
+        _fixed_scores(scores),
+        _set([[]] * 4, [1, 2, 3, 4]),
+        Protocol(num_items=4, max_len=2, ks=(1,)),
+        slices=slices,
+    )
     assert ev.slices["warm"]["hr@1"] == 0.5 and ev.slices["cold"]["hr@1"] == 0.0
     assert ev.slice_sizes == {"warm": 2, "cold": 2}

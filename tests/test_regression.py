@@ -34,11 +34,15 @@ def test_metrics_match_reference_and_rerun_is_identical():
     options = RunOptions(data_dir=_data_dir(), track=False)
     first = run_recipe(recipe, options=options)[0]
     second = run_recipe(recipe, options=options)[0]
-    assert first.metrics == second.metrics, "same recipe + same seed on the same machine must give the same numbers"
+    assert first.metrics == second.metrics, (
+        "same recipe + same seed on the same machine must give the same numbers"
+    )
     report = {g: {m: round(first.metrics[g][m], 4) for m in TOLERANCE} for g in ("valid", "test")}
     print("measured:", report)
     for group, values in REFERENCE.items():
         for metric, want in values.items():
             assert want is not None, f"no reference yet; measured {report}"
             got = first.metrics[group][metric]
-            assert abs(got - want) <= TOLERANCE[metric], f"{group} {metric} drifted: {got:.4f} vs reference {want:.4f}"
+            assert abs(got - want) <= TOLERANCE[metric], (
+                f"{group} {metric} drifted: {got:.4f} vs reference {want:.4f}"
+            )

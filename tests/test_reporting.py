@@ -11,10 +11,21 @@ def _result(encoder: str, ndcg: float, cold: float | None = None) -> RunResult:
     if cold is not None:
         metrics["test/cold"] = {"ndcg@10": cold}
     return RunResult(
-        name=f"movielens-100k/leave_one_out/{encoder}/sasrec/seed0", recipe="r", experiment="e",
-        dataset="movielens-100k", split="leave_one_out", encoder=encoder, encoder_kind="id", backbone="sasrec",
-        seed=0, recipe_hash="h", protocol_fingerprint="p", dataset_fingerprint="d", protocol={"candidates": "full"},
-        metrics=metrics, cost=Cost(epochs=12, s_per_epoch=2.5, encode_s=3.25, wall_s=40),
+        name=f"movielens-100k/leave_one_out/{encoder}/sasrec/seed0",
+        recipe="r",
+        experiment="e",
+        dataset="movielens-100k",
+        split="leave_one_out",
+        encoder=encoder,
+        encoder_kind="id",
+        backbone="sasrec",
+        seed=0,
+        recipe_hash="h",
+        protocol_fingerprint="p",
+        dataset_fingerprint="d",
+        protocol={"candidates": "full"},
+        metrics=metrics,
+        cost=Cost(epochs=12, s_per_epoch=2.5, encode_s=3.25, wall_s=40),
     )
 
 

@@ -309,7 +309,10 @@ def test_checkpointing_gives_the_same_gradients_with_one_chunk_of_memory(bert_di
         torch.manual_seed(5)  # same dropout masks in both settings
         loss = enc(torch.arange(1, 7)).pow(2).sum()
         loss.backward()
-        grads[setting] = (loss.item(), {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None})
+        grads[setting] = (
+            loss.item(),
+            {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None},
+        )
     assert grads["on"][0] == pytest.approx(grads["off"][0], rel=1e-6)
     assert grads["on"][1].keys() == grads["off"][1].keys() and grads["on"][1]
     for name, g in grads["off"][1].items():

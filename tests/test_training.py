@@ -27,7 +27,9 @@ def test_full_ce_is_softmax_over_real_items_only():
     ts, table = _states()
     logits = ts.states @ table[1:].T  # padding is not a class
     want = F.cross_entropy(logits, ts.targets - 1)
-    assert compute_loss(LossSpec("ce"), ts, None, TrainingCatalogue(N)).item() == pytest.approx(want.item(), rel=1e-6)
+    assert compute_loss(LossSpec("ce"), ts, None, TrainingCatalogue(N)).item() == pytest.approx(
+        want.item(), rel=1e-6
+    )
 
 
 def test_sampled_ce_masks_a_negative_equal_to_the_target():
@@ -60,12 +62,19 @@ def test_in_batch_softmax_over_distinct_targets():
     classes = torch.tensor([1, 4, 7, 12])
     labels = torch.tensor([0, 1, 1, 2, 3])
     want = F.cross_entropy(ts.states @ table[classes].T, labels)
-    assert compute_loss(LossSpec("in_batch"), ts, None, TrainingCatalogue(N)).item() == pytest.approx(want.item(), rel=1e-6)
+    assert compute_loss(LossSpec("in_batch"), ts, None, TrainingCatalogue(N)).item() == pytest.approx(
+        want.item(), rel=1e-6
+    )
 
 
 def _model(num_items=20):
     torch.manual_seed(0)
-    return Recommender(IdEncoder(num_items, 16), SASRec(16, 6, layers=1, heads=1, inner=16, dropout=0.0, attn_dropout=0.0), num_items, 6)
+    return Recommender(
+        IdEncoder(num_items, 16),
+        SASRec(16, 6, layers=1, heads=1, inner=16, dropout=0.0, attn_dropout=0.0),
+        num_items,
+        6,
+    )
 
 
 def test_non_finite_loss_stops_the_run_and_says_where():
@@ -74,7 +83,13 @@ def test_non_finite_loss_stops_the_run_and_says_where():
         model.encoder.table.weight[3] = float("nan")
     windows = make_windows([np.arange(1, 8)] * 4, 6, 3, shift=True)
     with pytest.raises(NonFiniteLossError, match="epoch 1, batch 1"):
-        fit(model, windows, lambda: {"ndcg@10": 0.0}, FitConfig(LossSpec("ce"), batch_size=4, max_epochs=2), torch.Generator().manual_seed(0))
+        fit(
+            model,
+            windows,
+            lambda: {"ndcg@10": 0.0},
+            FitConfig(LossSpec("ce"), batch_size=4, max_epochs=2),
+            torch.Generator().manual_seed(0),
+        )
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -134,7 +149,9 @@ def test_cold_item_id_vectors_stay_as_initialised():
     before = model.encoder.table.weight.detach().clone()
     seqs = [np.array([(s + k) % 18 + 1 for k in range(7)]) for s in range(10)]  # items 19, 20 never occur
     windows = make_windows(seqs, 6, 3, shift=True)
-    cfg = FitConfig(LossSpec("ce"), batch_size=5, max_epochs=3, patience=3, lr=0.02, held_out=np.array([19, 20]))
+    cfg = FitConfig(
+        LossSpec("ce"), batch_size=5, max_epochs=3, patience=3, lr=0.02, held_out=np.array([19, 20])
+    )
     fit(model, windows, lambda: {"ndcg@10": 0.0}, cfg, torch.Generator().manual_seed(0))
     after = model.encoder.table.weight.detach()
     assert torch.equal(after[19:], before[19:])  # held out: no gradient, ever
