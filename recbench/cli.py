@@ -358,7 +358,7 @@ def data_fetch(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            resolved = resolve(card, data_dir)
+            resolved = resolve(card, data_dir, notify=lambda line: typer.echo(line, err=True))
             from recbench.data.loader import load_dataset
 
             data = load_dataset(DatasetSection(name=name, data_dir=str(data_dir) if data_dir else None))

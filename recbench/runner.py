@@ -197,7 +197,9 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
     generator = seed_everything(spec.seed)
 
     reporter.stage(f"data: {spec.dataset.name}")
-    data = load_dataset(spec.dataset, progress=reporter.download)
+    data = load_dataset(
+        spec.dataset, progress=reporter.download, notify=lambda line: reporter.stage(f"  {line}")
+    )
     check_catalogue(spec, data.num_items)
     split = make_split(data, spec.split)
     protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": data.fingerprint})

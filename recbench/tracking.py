@@ -12,6 +12,7 @@ MLflow metric names cannot contain '@', so ``ndcg@10`` is stored as ``ndcg_at_10
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -42,9 +43,13 @@ TAG_VERSION = "recbench.version"
 TAG_COMMIT = "recbench.git_commit"
 
 
-def _quiet_artifact_downloads() -> None:
-    """MLflow draws a progress bar per artifact download; recbench reads many small ones."""
+def _quiet_mlflow() -> None:
+    """MLflow draws a progress bar per artifact download (recbench reads many small ones) and logs its
+    database migrations at INFO on a new store; recbench draws its own progress, so both are hushed.
+    MLflow warnings and errors still show."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def tracking_uri() -> str:
@@ -81,7 +86,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
-        _quiet_artifact_downloads()
+        _quiet_mlflow()
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
@@ -206,7 +211,7 @@ class Store:
     def __init__(self, uri: str | None = None):
         from mlflow.tracking import MlflowClient
 
-        _quiet_artifact_downloads()
+        _quiet_mlflow()
         self.uri = uri or tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
 

@@ -149,10 +149,16 @@ def test_good_file_is_downloaded_verified_and_loaded(server):
 
 def test_dead_first_mirror_then_good_second(server):
     server.files["/ml-100k.zip"] = ML_ZIP
-    card = ml_card(ml_mirror(dead_url()), ml_mirror(server.url + "/ml-100k.zip"))
-    resolved = resolve(card)
+    dead = dead_url()
+    card = ml_card(ml_mirror(dead), ml_mirror(server.url + "/ml-100k.zip"))
+    heard: list[str] = []
+    resolved = resolve(card, notify=heard.append)
     assert resolved.source.startswith(server.url)
     assert (resolved.folder / "u.item").is_file()
+    # the user hears why the first mirror was skipped, then where the data came from
+    assert len(heard) == 2
+    assert heard[0].startswith(f"mirror failed: {dead}")
+    assert heard[1].startswith(f"fetched {card.name} from {server.url}")
 
 
 def test_all_mirrors_failing_names_each_one_and_suggests_a_local_folder():

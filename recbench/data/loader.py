@@ -21,7 +21,7 @@ from recbench.config import DatasetSection, fingerprint
 from recbench.data.adapters import get_adapter
 from recbench.data.cards import DataCard, get_card
 from recbench.data.content import image_folder
-from recbench.data.download import Progress, Resolved, file_digest, recbench_home, resolve
+from recbench.data.download import Notify, Progress, Resolved, file_digest, recbench_home, resolve
 from recbench.data.preprocess import Preprocessing, preprocess
 from recbench.data.readers import BadLines, locate
 from recbench.data.schema import SequenceData
@@ -98,10 +98,13 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def load_dataset(
-    section: DatasetSection, progress: Progress | None = None, use_cache: bool = True
+    section: DatasetSection,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+    notify: Notify | None = None,
 ) -> SequenceData:
     card = get_card(section.name)
-    resolved = resolve(card, section.data_dir, progress)
+    resolved = resolve(card, section.data_dir, progress, notify)
     prep = resolve_preprocessing(section, card)
     digests = files_digest(resolved)
     fp = fingerprint(
