@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from recbench.chunked_ce import softmax_cross_entropy
 from recbench.data.batches import Windows
 from recbench.model import Recommender, TrainStates
 
@@ -106,11 +107,10 @@ def compute_loss(
     if spec.kind == "ce":
         # the training catalogue: padding and held-out items are no class
         items = ts.vectors(catalogue.ids)  # (C, D)
-        logits = h @ items.T  # (M, C)
         labels = catalogue.position[y]  # (M,)
         if bool((labels < 0).any()):
             raise ValueError("a training target is outside the training catalogue (a held-out item leaked)")
-        return F.cross_entropy(logits, labels)
+        return softmax_cross_entropy(h, items, labels)
     if spec.kind == "sampled_ce":
         pos = (h * ts.vectors(y)).sum(-1, keepdim=True)  # (M, 1)
         neg = h @ ts.vectors(extra).T  # (M, n)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from recbench.config import ClipEncoderSection
 from recbench.data.content import ItemContent
 from recbench.encoders.feeds import ImageFeed, TextFeed
-from recbench.encoders.modality import ModalityEncoder, TowerSource, common_key
+from recbench.encoders.modality import ModalityEncoder, TowerSource, encoder_from_section
 from recbench.encoders.pretrained import (
     ResolvedModel,
     load_config,
@@ -83,18 +83,6 @@ def build_clip_encoder(section: ClipEncoderSection, content: ItemContent, dim: i
                 release=clip.release,
             )
         )
-    return ModalityEncoder(
-        sources,
-        dim=dim,
-        mode=section.mode,
-        top_k=section.top_k,
-        projection=section.projection,
-        fuse=section.fuse,
-        pretrained_lr=section.lr,
-        batch_size=section.encode_batch_size,
-        precision=section.precision,
-        checkpointing=section.checkpointing,
-        common_key=common_key(resolved, section.revision, content),
-        revision=resolved.revision,
-        extra={"encoder_model": resolved.name, "encoder_source": resolved.source, "towers": section.towers},
+    return encoder_from_section(
+        section, sources, resolved, content, dim, fuse=section.fuse, towers=section.towers
     )

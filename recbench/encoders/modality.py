@@ -338,3 +338,25 @@ class ModalityEncoder(ItemEncoder):
     @property
     def cheap_to_encode_all(self) -> bool:
         return self.mode == "frozen"
+
+
+def encoder_from_section(
+    section, sources: list[TowerSource], resolved, content, dim: int, fuse: str = "mean", **extra
+) -> ModalityEncoder:
+    """The ModalityEncoder a content-encoder recipe section describes (text and clip share every knob but
+    their towers); ``extra`` lands in the run's reported encoder facts."""
+    return ModalityEncoder(
+        sources,
+        dim=dim,
+        mode=section.mode,
+        top_k=section.top_k,
+        projection=section.projection,
+        fuse=fuse,
+        pretrained_lr=section.lr,
+        batch_size=section.encode_batch_size,
+        precision=section.precision,
+        checkpointing=section.checkpointing,
+        common_key=common_key(resolved, section.revision, content),
+        revision=resolved.revision,
+        extra={"encoder_model": resolved.name, "encoder_source": resolved.source, **extra},
+    )

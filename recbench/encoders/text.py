@@ -10,7 +10,7 @@ from __future__ import annotations
 from recbench.config import TextEncoderSection
 from recbench.data.content import ItemContent
 from recbench.encoders.feeds import TextFeed
-from recbench.encoders.modality import ModalityEncoder, TowerSource, common_key
+from recbench.encoders.modality import ModalityEncoder, TowerSource, encoder_from_section
 from recbench.encoders.pretrained import load_config, load_model, load_tokenizer, resolve_model
 from recbench.encoders.towers import BertTower
 
@@ -40,17 +40,4 @@ def build_text_encoder(section: TextEncoderSection, content: ItemContent, dim: i
         ),
         key={"tower_class": "BertTower", "pooling": section.pooling},
     )
-    return ModalityEncoder(
-        [source],
-        dim=dim,
-        mode=section.mode,
-        top_k=section.top_k,
-        projection=section.projection,
-        pretrained_lr=section.lr,
-        batch_size=section.encode_batch_size,
-        precision=section.precision,
-        checkpointing=section.checkpointing,
-        common_key=common_key(resolved, section.revision, content),
-        revision=resolved.revision,
-        extra={"encoder_model": resolved.name, "encoder_source": resolved.source},
-    )
+    return encoder_from_section(section, [source], resolved, content, dim)
