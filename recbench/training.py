@@ -1,7 +1,8 @@
 """Losses, the training loop, early stopping. Returns a history; logs nothing (the runner does).
 
 Losses over the states of every loss position (M, D) and the item vectors of the step:
-- ``ce``: full softmax over the whole catalogue (padding excluded);
+- ``ce``: full softmax over the whole catalogue (padding excluded), computed in row chunks without keeping
+  the (M, C) logits (:mod:`recbench.chunked_ce`);
 - ``sampled_ce``: softmax over the target and N uniform negatives shared by the batch (a negative equal to
   the row's target is masked out);
 - ``bce``: the original SASRec loss, one uniform negative per position (a negative equal to the target is
