@@ -82,8 +82,10 @@ RECBOLE = {
     },
 }
 
-# Epoch budgets that fit in one tenth of RecBole's wall on the 2-core machine at 1 torch thread (measured
-# 2026-11-25: ~2.8 s per GRU4Rec epoch, ~3.0 s per BERT4Rec epoch, ~6 s process start + data + evaluation).
+# Epoch budgets that fit in one tenth of RecBole's wall on RESULTS.md's machine (AMD EPYC, measured 2026-11-25:
+# ~2.8 s per GRU4Rec epoch, ~3.0 s per BERT4Rec epoch, ~6 s process start + data + evaluation). Where RecBole
+# runs faster (2026-12-01, an Intel Xeon with AMX: 84 / 129 s per epoch instead of ~200 / 232) they take
+# 0.18 / 0.15 of its wall; benchmarks/README.md has both measurements.
 DEFAULT_EPOCHS = {"gru4rec": 10, "bert4rec": 12}
 # SASRec is compared with RecBole's convergence run, so it trains to early stopping with its own recipe.
 RECIPES = {
