@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import shared_dataset
+from tiny_encoders import tiny_clip
 
-from recbench.config import DatasetSection
+from recbench.config import DatasetSection, expand, recipe_from_dict
 from recbench.data.adapters import get_adapter
 from recbench.data.cards import get_card
 from recbench.data.content import ItemContent
@@ -16,6 +17,7 @@ from recbench.data.loader import load_dataset
 from recbench.data.readers import BadLines
 from recbench.data.splits import leave_one_out
 from recbench.data.stats import dataset_statistics
+from recbench.runner import run_spec
 
 # card name -> folder in ../shared/data
 PRESENT = {
@@ -118,11 +120,6 @@ def test_the_official_ml1m_card_counts_match_the_shared_pair_set():
 def test_clip_image_smoke_run_on_ml1m_posters(tmp_path):
     """The CLIP image path on a real image-bearing dataset: ML-1M's movies with their IMDb posters, encoded by
     a tiny random CLIP through the model's own image processor, one epoch of SASRec, metrics out."""
-    from tiny_encoders import tiny_clip
-
-    from recbench.config import expand, recipe_from_dict
-    from recbench.runner import run_spec
-
     folder = shared_dataset("ml-1m")
     clip = tiny_clip(tmp_path / "tiny-clip", layers=2)
     recipe = recipe_from_dict(
