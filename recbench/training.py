@@ -11,7 +11,13 @@ Losses over the states of every loss position (M, D) and the item vectors of the
 
 Items a split holds out of training (the item cold-start split) are not in the training catalogue at all:
 never a class of the softmax, never a sampled negative. They exist only at evaluation, where they are ranked
-like any other item; an ID encoder's vectors for them get no gradient and stay as initialised.
+like any other item. Their own rows in an ID table (:meth:`ItemEncoder.item_rows`) are restored after every
+optimizer step, so they stay bit-identical to their initialisation whatever the optimizer does: a zero gradient
+alone is not enough, since Adam's L2 term and AdamW's decoupled decay both move rows that get no gradient.
+
+Every history says why training stopped (``stop_reason``): ``early_stopping`` (patience ran out),
+``max_epochs`` (the epoch cap came first: the run may be undertrained) or ``budget`` (a wall-clock budget
+ended it). Rows are ranked against each other only when they stopped alike.
 """
 
 from __future__ import annotations
@@ -70,12 +76,16 @@ class EpochRecord:
     valid_s: float
 
 
+STOP_REASONS = ("early_stopping", "max_epochs", "budget", "not_trained")
+
+
 @dataclass
 class History:
     epochs: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     best_value: float = -math.inf
     stopped_early: bool = False
+    stop_reason: str = "max_epochs"  # one of STOP_REASONS
 
     @property
     def train_s(self) -> float:
@@ -156,6 +166,30 @@ def batch_loss(
     return compute_loss(spec, ts, extra, catalogue), ts
 
 
+class HeldOutRows:
+    """Keeps the rows of held-out items bit-identical across optimizer steps.
+
+    Snapshot once, restore after each step: exact whatever the optimizer (weight decay, momentum) does, and
+    cheap (H rows per table, H = held-out items). Only parameters an encoder declares as item rows are touched.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], held_out) -> None:
+        self.index = (
+            torch.as_tensor(held_out, dtype=torch.long) if held_out is not None and len(held_out) else None
+        )
+        self.saved: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
+        if self.index is None:
+            return
+        for p in params:
+            index = self.index.to(p.device)
+            self.saved.append((p, index, p.detach()[index].clone()))  # (H, D) the rows as initialised
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, index, rows in self.saved:
+            p.index_copy_(0, index, rows)
+
+
 def make_optimizer(model: Recommender, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     groups = model.encoder.param_groups(lr)
     encoder_params = {id(p) for g in groups for p in g["params"]}
@@ -177,7 +211,9 @@ class FitConfig:
     valid_metric: str = "ndcg@10"
     grad_clip: float | None = None
     mask_prob: float = 0.0  # cloze objectives only
-    held_out: object = None  # item indices never in training (cold-start split): no class, no negative
+    held_out: object = (
+        None  # item indices never in training (cold-start split): no class, no negative, no update
+    )
 
 
 def fit(
@@ -193,6 +229,7 @@ def fit(
     """Train until the validation metric stops improving for `patience` epochs; restore the best state."""
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     catalogue = TrainingCatalogue(model.num_items, config.held_out, device)
+    held_rows = HeldOutRows(model.encoder.item_rows(), config.held_out)
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     since_best = 0
@@ -213,6 +250,7 @@ def fit(
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            held_rows.restore()
             total += float(loss.detach()) * len(ts.targets)
             count += len(ts.targets)
             if on_batch:
@@ -235,6 +273,7 @@ def fit(
             on_epoch(record, improved)
         if since_best >= config.patience:
             history.stopped_early = True
+            history.stop_reason = "early_stopping"
             break
     model.load_state_dict(best_state)
     model.eval()

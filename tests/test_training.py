@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from recbench.backbones.sasrec import SASRec
 from recbench.data.batches import make_windows
+from recbench.encoders.fusion import FusionEncoder
 from recbench.encoders.id import IdEncoder
 from recbench.model import Recommender, TrainStates, cloze_positions
 from recbench.training import FitConfig, LossSpec, NonFiniteLossError, TrainingCatalogue, compute_loss, fit
@@ -156,3 +157,64 @@ def test_cold_item_id_vectors_stay_as_initialised():
     after = model.encoder.table.weight.detach()
     assert torch.equal(after[19:], before[19:])  # held out: no gradient, ever
     assert not torch.equal(after[1:19], before[1:19])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("loss", ["ce", "sampled_ce", "bce", "in_batch"])
+def test_held_out_rows_get_no_update_of_any_kind_under_weight_decay(optimizer, loss):
+    """Adam's L2 term and AdamW's decoupled decay move rows with zero gradient; held-out rows must not move."""
+    model = _model(num_items=20)
+    before = model.encoder.table.weight.detach().clone()
+    seqs = [np.array([(s + k) % 18 + 1 for k in range(7)]) for s in range(10)]  # items 19, 20 never occur
+    windows = make_windows(seqs, 6, 3, shift=True)
+    cfg = FitConfig(
+        LossSpec(loss, negatives=5),
+        optimizer=optimizer,
+        weight_decay=0.01,
+        batch_size=5,
+        max_epochs=4,
+        patience=4,
+        lr=0.02,
+        held_out=np.array([19, 20]),
+    )
+    history = fit(model, windows, lambda: {"ndcg@10": 0.0}, cfg, torch.Generator().manual_seed(0))
+    after = model.encoder.table.weight.detach()
+    assert torch.equal(after[19:], before[19:])
+    assert not torch.equal(after[1:19], before[1:19])
+    assert history.stop_reason == "max_epochs" and not history.stopped_early
+
+
+def test_fusion_keeps_held_out_id_rows_too():
+    torch.manual_seed(0)
+    fusion = FusionEncoder(IdEncoder(20, 16), IdEncoder(20, 16), "add")
+    model = Recommender(
+        fusion, SASRec(16, 6, layers=1, heads=1, inner=16, dropout=0.0, attn_dropout=0.0), 20, 6
+    )
+    before = fusion.ids.table.weight.detach().clone()
+    seqs = [np.array([(s + k) % 18 + 1 for k in range(7)]) for s in range(10)]
+    cfg = FitConfig(
+        LossSpec("ce"), optimizer="adamw", weight_decay=0.05, batch_size=5, max_epochs=2, held_out=[19, 20]
+    )
+    fit(model, make_windows(seqs, 6, 3, shift=True), lambda: {"ndcg@10": 0.0}, cfg, torch.Generator())
+    assert torch.equal(fusion.ids.table.weight.detach()[19:], before[19:])
+
+
+def test_weight_decay_would_move_rows_without_gradient():
+    """The premise of the test above: without the restore, decay alone moves untouched rows."""
+    table = torch.nn.Parameter(torch.ones(3, 2))
+    for cls in (torch.optim.Adam, torch.optim.AdamW):
+        p = torch.nn.Parameter(table.detach().clone())
+        opt = cls([p], lr=0.1, weight_decay=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            (p[0].sum() * 0 + p[1].sum()).backward()  # row 2 gets a zero gradient
+            opt.step()
+        assert not torch.equal(p.detach()[2], table.detach()[2])
+
+
+def test_stop_reason_is_early_stopping_when_patience_runs_out():
+    model = _model()
+    windows = make_windows([np.arange(1, 8)] * 4, 6, 3, shift=True)
+    cfg = FitConfig(LossSpec("ce"), batch_size=2, max_epochs=10, patience=1, lr=0.05)
+    history = fit(model, windows, lambda: {"ndcg@10": 0.0}, cfg, torch.Generator().manual_seed(0))
+    assert history.stop_reason == "early_stopping" and len(history.epochs) == 2

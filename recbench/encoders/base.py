@@ -43,6 +43,11 @@ class ItemEncoder(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "lr": lr}] if params else []
 
+    def item_rows(self) -> list[nn.Parameter]:
+        """Parameters whose row i belongs to item i alone (ID tables). The trainer keeps the rows of items a
+        split holds out bit-identical (no gradient, no weight decay, no optimizer state moves them)."""
+        return []
+
     @property
     def cheap_to_encode_all(self) -> bool:
         """True when encoding the whole catalogue costs no more than a table lookup (ID, frozen vectors)."""

@@ -41,6 +41,9 @@ class FusionEncoder(ItemEncoder):
         own = [p for p in self.parameters() if p.requires_grad and id(p) not in held]
         return [{"params": own, "lr": lr}, *content]
 
+    def item_rows(self) -> list[nn.Parameter]:
+        return self.ids.item_rows() + self.content.item_rows()
+
     @property
     def cheap_to_encode_all(self) -> bool:
         return self.content.cheap_to_encode_all

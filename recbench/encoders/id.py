@@ -11,7 +11,8 @@ from recbench.encoders.base import ItemEncoder
 class IdEncoder(ItemEncoder):
     """A learned embedding table (N + 1, D); row 0 is padding (zero, never updated).
 
-    Items never seen in training (cold items) keep their initial vectors and are ranked like any other.
+    Items never seen in training (cold items) keep their initial vectors bit for bit (the trainer restores
+    their rows after every optimizer step, see :meth:`item_rows`) and are ranked like any other.
     """
 
     def __init__(self, num_items: int, dim: int, init_std: float = 0.02):
@@ -24,3 +25,6 @@ class IdEncoder(ItemEncoder):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.table(ids)  # (..., D)
+
+    def item_rows(self) -> list[nn.Parameter]:
+        return [self.table.weight]
