@@ -105,11 +105,11 @@ def run(
         return
 
     from recbench.evaluation.metrics import NonFiniteScoresError
-    from recbench.reporting import Reporter, RichReporter, summary_table
+    from recbench.reporting import make_reporter, summary_table
     from recbench.runner import run_recipe
     from recbench.training import NonFiniteLossError
 
-    reporter = Reporter() if quiet else RichReporter(Console(stderr=True), metric=parsed.train.valid_metric)
+    reporter = make_reporter(parsed.train.valid_metric, quiet=quiet)  # plain lines when stderr is no TTY
     try:
         results = run_recipe(parsed, reporter, options)
     except RecipeError as exc:
