@@ -13,6 +13,8 @@ canonical frames. Canonical item fields, the same for all three releases so one 
 Formats. 2014 reviews are strict JSON lines, but 2014 metadata lines are Python literals (single quotes),
 read with `ast.literal_eval` (never `eval`). 2018 and 2023 are strict JSON lines. HTML entities and tags in
 2018 metadata text are unescaped/removed. Timestamps are Unix seconds (2023 milliseconds are divided by 1000).
+A rating or timestamp that is not a finite number ("five", "yesterday", NaN, Infinity, true) makes its review
+line bad (the card's `on_bad_line`); a review without a rating keeps a null rating.
 
 Options: `reviews`, `meta` (file names; `x.json.gz` also finds an unpacked `x.json`), `require_title`
 (drop the interactions of items without a title, as UniSRec does, counted), `images`.
@@ -32,7 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from recbench.data.content import attach_images
-from recbench.data.readers import BadLines, iter_lines, require
+from recbench.data.readers import BadLines, iter_lines, number, require
 from recbench.data.schema import DataError, RawData, canonical_interactions, canonical_items
 
 ITEM_FIELDS = ["item_id", "title", "brand", "categories", "description", "image_url"]
@@ -67,13 +69,6 @@ def _field(obj: dict, *names: str):
         if obj.get(name) not in (None, ""):
             return obj[name]
     raise ValueError(f"missing field {' or '.join(repr(n) for n in names)}")
-
-
-def _number(value, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"field {name!r} is not a number: {value!r}") from None
 
 
 def clean_text(value) -> str | None:
@@ -217,8 +212,8 @@ def _assemble(
 def _review_2014_2018(obj: dict) -> tuple[str, str, float | None, float | None]:
     user = _field(obj, "reviewerID")
     item = _field(obj, "asin")
-    rating = _number(obj["overall"], "overall") if obj.get("overall") is not None else None
-    ts = _number(_field(obj, "unixReviewTime"), "unixReviewTime")
+    rating = number(obj["overall"], "field 'overall'") if obj.get("overall") is not None else None
+    ts = number(_field(obj, "unixReviewTime"), "field 'unixReviewTime'")
     return user, item, rating, ts
 
 
@@ -247,8 +242,8 @@ def _meta_2018(obj: dict) -> dict:
 def _review_2023(obj: dict) -> tuple[str, str, float | None, float | None]:
     user = _field(obj, "user_id")
     item = _field(obj, "parent_asin", "asin")
-    rating = _number(obj["rating"], "rating") if obj.get("rating") is not None else None
-    ts = _number(_field(obj, "timestamp"), "timestamp") / 1000.0  # milliseconds -> seconds
+    rating = number(obj["rating"], "field 'rating'") if obj.get("rating") is not None else None
+    ts = number(_field(obj, "timestamp"), "field 'timestamp'") / 1000.0  # milliseconds -> seconds
     return user, item, rating, ts
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from recbench.data.content import attach_images
-from recbench.data.readers import BadLines, parse_lines, split_fields
+from recbench.data.readers import BadLines, integer_id, number, parse_lines, split_fields
 from recbench.data.schema import DataError, RawData, canonical_interactions, canonical_items
 
 ML100K_GENRES = [
@@ -51,8 +51,14 @@ def split_title(raw: str) -> tuple[str, str | None]:
 
 
 def _interaction(line: str, sep: str) -> tuple[str, str, float, float]:
+    """GroupLens ids are integers; a rating or time that is not a finite number is a bad line (card policy)."""
     user, item, rating, ts = split_fields(line.strip(), sep, n=4)
-    return user, item, float(rating), float(ts)
+    return (
+        integer_id(user, "user id"),
+        integer_id(item, "movie id"),
+        number(rating, "rating"),
+        number(ts, "timestamp"),
+    )
 
 
 def _frame(rows: list[tuple]) -> pl.DataFrame:
@@ -97,8 +103,7 @@ def load_1m_partial(folder: Path, options: dict, bad: BadLines) -> RawData:
 
     def mapping(line: str) -> tuple[str, str]:
         renumbered, original = split_fields(line.strip(), ",", n=2)
-        int(renumbered), int(original)  # both integers, or a bad line
-        return renumbered, original
+        return integer_id(renumbered, "movie_id"), integer_id(original, "movie_id_orig")
 
     pairs = list(parse_lines(id_map_path, mapping, bad, skip_header=True))
     id_map = dict(pairs)

@@ -19,8 +19,9 @@ dataset of this family needs a card, not code::
       images: {folder: covers, patterns: ["{item_id}.jpg", "{item_id}.png"]}   # optional
 
 CRLF and LF line ends both work; files are read as UTF-8 with or without a byte-order mark (`encoding` in
-either section changes that). Pairs may carry `timestamp` and `rating` columns; without a timestamp the file
-order is the time order. A sequences line is `user<sep>item<item_sep>item...`, items in time order.
+either section changes that). Pairs may carry `timestamp` and `rating` columns (finite numbers: anything else,
+empty included, makes the line bad under the card's `on_bad_line`); without a timestamp the file order is the
+time order. A sequences line is `user<sep>item<item_sep>item...`, items in time order.
 Comma-separated fields follow CSV quoting.
 """
 
@@ -31,7 +32,15 @@ from pathlib import Path
 import polars as pl
 
 from recbench.data.content import attach_images
-from recbench.data.readers import BadLines, first_data_line, iter_lines, require, separator, split_record
+from recbench.data.readers import (
+    BadLines,
+    first_data_line,
+    iter_lines,
+    number,
+    require,
+    separator,
+    split_record,
+)
 from recbench.data.schema import DataError, RawData, canonical_interactions, canonical_items
 
 _PAIR_COLUMNS = {"user_id", "item_id", "timestamp", "rating", "-"}
@@ -93,9 +102,9 @@ def _pairs(
             continue
         try:
             for c in numeric:
-                row[c] = float(row[c])
-        except ValueError:
-            bad.bad(path, no, f"{c} {row[c]!r} is not a number")
+                row[c] = number(row[c], c)
+        except ValueError as exc:
+            bad.bad(path, no, str(exc))
             continue
         for c, v in row.items():
             data[c].append(v)
@@ -118,8 +127,11 @@ def _sequences(
         if user in seen:
             bad.bad(path, no, f"user {user} has a second line (one line per user expected)")
             continue
-        seen.add(user)
         sequence = split_record(parts[1].strip(), item_sep)
+        if not all(s.strip() for s in sequence):
+            bad.bad(path, no, f"an empty item id between two {item_sep!r}")
+            continue
+        seen.add(user)
         users.extend([user] * len(sequence))
         items.extend(s.strip() for s in sequence)
     return canonical_interactions(

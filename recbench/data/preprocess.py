@@ -1,6 +1,7 @@
 """Raw canonical frames -> :class:`SequenceData`, with every choice explicit and recorded.
 
-Order of operations (each recorded in ``stats``): rating threshold, de-duplication of (user, item) pairs,
+Timestamps are all present or all absent (a null among dated rows would sort last and become the held-out
+item). Order of operations (each recorded in ``stats``): rating threshold, de-duplication of (user, item) pairs,
 iterative k-core, ordering by time with the declared tie rule, index assignment, optional user cap.
 The tie rule matters: with equal timestamps the order of a user's items (and so the leave-one-out target)
 is decided by it, so the number of tied consecutive pairs is reported.
@@ -78,9 +79,22 @@ def preprocess(raw: RawData, prep: Preprocessing, name: str, fingerprint: str) -
             f"{name}: this source fixes its own leave-one-out split; filtering it would change the split. "
             "Set dataset.dedup: none and leave min_rating/user_core/item_core unset."
         )
+    undated = df["timestamp"].null_count()
+    if 0 < undated < df.height:
+        raise DataError(
+            f"{name}: {undated} of {df.height} interactions have no timestamp; ordering by time would put them "
+            "after every dated one and so change which item each such user holds out. Give every interaction a "
+            "timestamp, or none (then file order is time order)"
+        )
     if prep.min_rating is not None:
-        if df["rating"].null_count() == df.height:
+        unrated = df["rating"].null_count()
+        if unrated == df.height:
             raise DataError(f"{name}: min_rating is set but this dataset has no ratings")
+        if unrated:
+            raise DataError(
+                f"{name}: min_rating is set but {unrated} of {df.height} interactions have no rating, so the "
+                "filter would drop them unnoticed; give them a rating in the file or unset min_rating"
+            )
         df = df.filter(pl.col("rating") >= prep.min_rating)
     stats["after_rating_filter"] = df.height
 

@@ -1,11 +1,15 @@
 """Line-level readers shared by the adapters, with one policy for malformed lines.
 
 A card declares ``on_bad_line``: ``error`` (stop with the file and line number) or ``skip`` (drop the line and
-count it; the count appears in ``recbench data stats``). Nothing is ever silently dropped.
+count it; the count appears in ``recbench data stats``). Nothing is ever silently dropped. A line is bad when
+it is malformed or when one of its numbers (a rating, a timestamp, an id the format declares numeric) does not
+parse or is not finite: :func:`number` and :func:`integer_id` are how adapters read those, never a lenient cast
+to null.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +47,38 @@ class BadLines:
 
     def notes(self) -> dict:
         return {f"bad_lines_skipped[{k}]": v for k, v in self.skipped.items()}
+
+
+def number(value, name: str) -> float:
+    """`value` (a text field, or a JSON number) as a finite float; a ValueError naming `name` and the value.
+
+    Why one helper: casting a column with ``strict=False`` turns ``five`` or ``yesterday`` into null, and a null
+    (or NaN) timestamp sorts last, so it silently becomes the user's held-out test item. Adapters call this
+    inside the function given to :func:`parse_lines` (or catch the ValueError and call :meth:`BadLines.bad`),
+    so a bad number is a bad line under the card's ``on_bad_line`` policy, like a malformed line."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{name} is {value!r}, not a number")
+    text = value.strip() if isinstance(value, str) else value
+    if text == "":
+        raise ValueError(f"{name} is empty, expected a number")
+    try:
+        out = float(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name} is {value!r}, not a number") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return out
+
+
+def integer_id(value: str, name: str) -> str:
+    """A numeric id field (non-negative integer text), stripped; a ValueError naming `name` and the value.
+
+    For formats whose ids are documented as integers (GroupLens, UniSRec indices): ``61x`` would otherwise be a
+    new, unrelated id rather than an error."""
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"{name} is {value!r}, expected an integer")
+    return text
 
 
 def iter_lines(path: Path, encoding: str = "utf-8", skip_header: bool = False) -> Iterator[tuple[int, str]]:

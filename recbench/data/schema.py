@@ -39,7 +39,12 @@ class RawData:
 
 
 def canonical_interactions(df: pl.DataFrame) -> pl.DataFrame:
-    """Cast/complete an interaction frame to the canonical schema (missing timestamp/rating -> null)."""
+    """Cast/complete an interaction frame to the canonical schema (an absent timestamp/rating column -> null).
+
+    The cast never invents a null: a value that does not cast (``"yesterday"``), a NaN/inf timestamp or rating,
+    or a null id is a DataError. Adapters parse numbers line by line with :func:`recbench.data.readers.number`
+    so the card's bad-line policy applies with file and line; this is the backstop for one that does not,
+    because a null timestamp sorts last and silently becomes a user's held-out test item."""
     missing = [c for c in ("user_id", "item_id") if c not in df.columns]
     if missing:
         raise DataError(f"interaction frame lacks column(s) {missing}")
@@ -49,7 +54,27 @@ def canonical_interactions(df: pl.DataFrame) -> pl.DataFrame:
             cols.append(pl.col(name).cast(dtype, strict=False))
         else:
             cols.append(pl.lit(None, dtype=dtype).alias(name))
-    return df.select(cols)
+    out = df.select(cols)
+    for name in INTERACTION_SCHEMA:
+        if name not in df.columns:
+            continue
+        invalid = out[name].is_null() & df[name].is_not_null()
+        if name in ("user_id", "item_id"):
+            invalid = invalid | df[name].is_null()
+        else:
+            invalid = invalid | (~out[name].is_finite()).fill_null(False)
+        if invalid.any():
+            row = int(invalid.arg_true()[0])
+            if name in ("user_id", "item_id"):
+                what, how = "an id", "must treat a line without one as a bad line (BadLines.bad)"
+            else:
+                what, how = "a finite number", "must parse it with recbench.data.readers.number"
+            raise DataError(
+                f"interaction {row + 1} of {df.height}: {name} is {df[name][row]!r}, not {what} "
+                f"({int(invalid.sum())} such interaction(s)). Fix the file; the adapter {how}, so that the "
+                "card's on_bad_line policy applies with the file and line"
+            )
+    return out
 
 
 def canonical_items(df: pl.DataFrame) -> pl.DataFrame:

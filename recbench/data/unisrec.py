@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recbench.data.readers import BadLines, iter_lines, parse_lines
+from recbench.data.readers import BadLines, integer_id, iter_lines, parse_lines
 from recbench.data.schema import DataError, RawData, canonical_interactions, canonical_items
 
 
@@ -55,7 +55,14 @@ def _inter_rows(path: Path, bad: BadLines) -> list[tuple[int, str, list[str], st
         if len(parts) != 3 or not parts[0] or not parts[2].strip():
             bad.bad(path, no, "expected `user<TAB>item list<TAB>item`")
             continue
-        rows.append((no, parts[0].strip(), parts[1].split(), parts[2].strip()))
+        try:  # indices, not ids: `7x` is a bad line here, not a "does not chain" or "not in item2index" later
+            user = integer_id(parts[0], "user index")
+            history = [integer_id(i, "item index in the list") for i in parts[1].split()]
+            target = integer_id(parts[2], "item index")
+        except ValueError as exc:
+            bad.bad(path, no, str(exc))
+            continue
+        rows.append((no, user, history, target))
     return rows
 
 
