@@ -199,8 +199,19 @@ class FusionEncoderSection(Strict):
         return self.label or f"id+{self.content.display}-{self.combine}"
 
 
+class NoEncoderSection(Strict):
+    """No item representation: for models that score items without one (the most-popular baseline)."""
+
+    kind: Literal["none"] = "none"
+    label: str | None = Field(None, description="Row name in tables (default: none).")
+
+    @property
+    def display(self) -> str:
+        return self.label or "none"
+
+
 EncoderSection = Annotated[
-    IdEncoderSection | TextEncoderSection | ClipEncoderSection | FusionEncoderSection,
+    IdEncoderSection | TextEncoderSection | ClipEncoderSection | FusionEncoderSection | NoEncoderSection,
     Field(discriminator="kind"),
 ]
 
@@ -258,7 +269,19 @@ class BERT4RecSection(Strict):
         return self
 
 
-BackboneSection = Annotated[SASRecSection | GRU4RecSection | BERT4RecSection, Field(discriminator="kind")]
+class PopSection(Strict):
+    """Most popular: every user gets the items ranked by their training count (the floor of every table).
+
+    Trains nothing and reads no item content (use it with `encoder: {kind: none}`); equal counts are ordered
+    by item index, so its lists are deterministic and ties do not arise.
+    """
+
+    kind: Literal["pop"] = "pop"
+
+
+BackboneSection = Annotated[
+    SASRecSection | GRU4RecSection | BERT4RecSection | PopSection, Field(discriminator="kind")
+]
 
 
 # --------------------------------------------------------------------------------------------- train/eval
@@ -541,6 +564,11 @@ def _check_spec(spec: RunSpec) -> None:
         )
     if spec.backbone.kind == "bert4rec" and spec.train.loss == "bce":
         raise ValueError("bert4rec trains with a cloze objective: use loss ce, sampled_ce or in_batch")
+    if (spec.backbone.kind == "pop") != (spec.encoder.kind == "none"):
+        raise ValueError(
+            "the most-popular baseline reads no item representation: use `backbone: {kind: pop}` together "
+            "with `encoder: {kind: none}` (and `encoder: {kind: none}` only with the pop backbone)"
+        )
 
 
 def expand(recipe: Recipe) -> list[RunSpec]:
@@ -694,9 +722,11 @@ _ALL_TAGS = {
         TextEncoderSection,
         ClipEncoderSection,
         FusionEncoderSection,
+        NoEncoderSection,
         SASRecSection,
         GRU4RecSection,
         BERT4RecSection,
+        PopSection,
     )
 }
 

@@ -21,6 +21,7 @@ from recbench.config import (
     FusionEncoderSection,
     GRU4RecSection,
     IdEncoderSection,
+    PopSection,
     SASRecSection,
     TextEncoderSection,
 )
@@ -39,6 +40,8 @@ class TrainStates:
 
 
 class Recommender(nn.Module):
+    trainable = True  # the most-popular baseline (recbench.popularity) is the model that is not
+
     def __init__(self, encoder: ItemEncoder, backbone: Backbone, num_items: int, max_len: int):
         super().__init__()
         if encoder.dim != backbone.dim:
@@ -182,5 +185,29 @@ def build_backbone(section: BackboneSection, max_len: int) -> Backbone:
             inner=section.inner,
             dropout=section.dropout,
             attn_dropout=section.attn_dropout,
+            mask_prob=section.mask_prob,
         )
     raise TypeError(f"unknown backbone section {section!r}")
+
+
+def build_model(
+    encoder_section: EncoderSection,
+    backbone_section: BackboneSection,
+    content: Callable[[], ItemContent],
+    num_items: int,
+    max_len: int,
+    train_counts,
+    reporter=None,
+):
+    """(model, encoder report): a :class:`Recommender`, or the most-popular baseline, which reads no item
+    content (`content` is called only when an encoder needs it) and trains nothing."""
+    from recbench.encoders.base import EncoderReport
+
+    if isinstance(backbone_section, PopSection):
+        from recbench.popularity import PopularityModel
+
+        return PopularityModel(train_counts), EncoderReport()
+    backbone = build_backbone(backbone_section, max_len)
+    encoder = build_encoder(encoder_section, content(), dim=backbone.dim)
+    report = encoder.prepare(reporter)
+    return Recommender(encoder, backbone, num_items, max_len), report

@@ -28,6 +28,9 @@ class Cost(BaseModel):
     s_per_epoch: float = 0.0
     epochs: int = 0
     best_epoch: int = 0
+    # why training ended: early_stopping | max_epochs | budget | not_trained; unknown for runs recorded before
+    # it existed (never read as early_stopping)
+    stop_reason: str | None = None
     encode_s: float = 0.0
     eval_s: float = 0.0
     peak_rss_mb: float = 0.0

@@ -2,6 +2,10 @@
 
 One code path for every encoder x backbone pair: the runner builds modules from recipe sections and hands a
 :class:`~recbench.model.Recommender` to the trainer and the evaluator; it never branches on a kind.
+
+A run is reused (not trained again) only when a FINISHED run in the store has the same recipe hash, the same
+dataset fingerprint (the content of the loaded data) and the same protocol fingerprint, and its artifacts
+can be read back; anything else trains.
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 
 import recbench
 from recbench.config import Recipe, RecipeError, RunSpec, baseline_label, expand, fingerprint
 from recbench.data.batches import make_windows
-from recbench.data.cards import get_card
+from recbench.data.cards import DataCard, get_card
 from recbench.data.content import ItemContent
 from recbench.data.loader import load_dataset
-from recbench.data.schema import DataError
+from recbench.data.schema import DataError, SequenceData
 from recbench.data.splits import Split, make_split
 from recbench.evaluation.protocol import (
     Evaluation,
@@ -31,11 +36,11 @@ from recbench.evaluation.protocol import (
     evaluate,
     popularity_thresholds,
 )
-from recbench.model import Recommender, build_backbone, build_encoder
+from recbench.model import build_model
 from recbench.reporting import Reporter
 from recbench.resources import peak_rss_mb, reset_peak_rss
 from recbench.results import Cost, RunResult, git_commit, machine_description, per_user_frame
-from recbench.training import FitConfig, LossSpec, fit
+from recbench.training import FitConfig, History, LossSpec, fit
 
 
 @dataclass
@@ -125,7 +130,7 @@ def pick_device(choice: str) -> torch.device:
 def run_recipe(
     recipe: Recipe, reporter: Reporter | None = None, options: RunOptions | None = None
 ) -> list[RunResult]:
-    """Every run of the recipe's grid, skipping those already FINISHED with the same recipe hash."""
+    """Every run of the recipe's grid, reusing those already FINISHED on the same recipe, data and protocol."""
     reporter = reporter or Reporter()
     options = options or RunOptions()
     runs = select_runs(recipe, options)
@@ -137,17 +142,26 @@ def run_recipe(
         tracker = Tracker(recipe.experiment)
     results: list[RunResult] = []
     baseline = baseline_label(recipe)
+    datasets = DataMemo()
     reporter.grid_start(len(runs))
     try:
         for i, spec in enumerate(runs, start=1):
-            done = tracker.finished_run(spec.recipe_hash) if tracker and options.skip_finished else None
-            if done:
-                reporter.run_skipped(spec.run_name, done)
-                results.append(tracker.load_result(done))
-                continue
+            if tracker and options.skip_finished:
+                prepared = datasets.prepare(spec, reporter, quiet=True)
+                reused = tracker.reusable_result(
+                    spec.recipe_hash, prepared.data.fingerprint, prepared.protocol_fingerprint
+                )
+                if reused is not None:
+                    reporter.run_skipped(spec.run_name, reused.run_id)
+                    results.append(reused)
+                    continue
             reporter.run_start(i, len(runs), spec.run_name)
             try:
-                results.append(run_spec(spec, reporter, tracker, baseline=baseline, command=options.command))
+                results.append(
+                    run_spec(
+                        spec, reporter, tracker, baseline=baseline, command=options.command, datasets=datasets
+                    )
+                )
             except BaseException as exc:
                 reporter.run_failed(spec.run_name, exc)
                 raise
@@ -162,12 +176,14 @@ def run_spec(
     tracker=None,
     baseline: str | None = None,
     command: str | None = None,
+    datasets: DataMemo | None = None,
 ) -> RunResult:
     """Train and evaluate one run; tracked in MLflow when a tracker is given (with the recipe's baseline
     label and the command line as tags, for the leaderboard)."""
     reporter = reporter or Reporter()
+    datasets = datasets or DataMemo()
     if tracker is None:
-        return _run(spec, reporter, handle=None)
+        return _run(spec, reporter, None, datasets)
     params = spec.model_dump(mode="json")
     tags = {
         "recbench.recipe_hash": spec.recipe_hash,
@@ -183,10 +199,44 @@ def run_spec(
     if command:
         tags["recbench.command"] = command
     with tracker.run(spec.run_name, params, tags) as handle:
-        return _run(spec, reporter, handle)
+        return _run(spec, reporter, handle, datasets)
 
 
-def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
+# --------------------------------------------------------------------------------------------- stages
+
+
+@dataclass
+class PreparedData:
+    """Stage 1 product: the loaded dataset, its split and the fingerprint of the protocol they define."""
+
+    data: SequenceData
+    split: Split
+    card: DataCard
+    protocol_fingerprint: str
+
+
+class DataMemo:
+    """Datasets and splits prepared once per grid: the reuse check and the runs of one dataset share them."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, SequenceData] = {}
+        self._splits: dict[tuple[str, str], Split] = {}
+
+    def prepare(self, spec: RunSpec, reporter: Reporter, quiet: bool = False) -> PreparedData:
+        key = fingerprint(spec.dataset.model_dump(mode="json"))
+        if key not in self._data:
+            notify = None if quiet else (lambda line: reporter.stage(f"  {line}"))
+            self._data[key] = load_dataset(spec.dataset, progress=reporter.download, notify=notify)
+        data = self._data[key]
+        check_catalogue(spec, data.num_items)
+        split_key = (key, fingerprint(spec.split.model_dump(mode="json")))
+        if split_key not in self._splits:
+            self._splits[split_key] = make_split(data, spec.split)
+        protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": data.fingerprint})
+        return PreparedData(data, self._splits[split_key], get_card(spec.dataset.name), protocol_fp)
+
+
+def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunResult:
     t_start = time.perf_counter()
     per_run_peak = reset_peak_rss()
     if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
@@ -197,36 +247,38 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
     generator = seed_everything(spec.seed)
 
     reporter.stage(f"data: {spec.dataset.name}")
-    data = load_dataset(
-        spec.dataset, progress=reporter.download, notify=lambda line: reporter.stage(f"  {line}")
-    )
-    check_catalogue(spec, data.num_items)
-    split = make_split(data, spec.split)
-    protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": data.fingerprint})
+    prepared = datasets.prepare(spec, reporter)
+    data, split = prepared.data, prepared.split
     if handle:
         handle.set_tags(
             {
-                "recbench.protocol_fingerprint": protocol_fp,
+                "recbench.protocol_fingerprint": prepared.protocol_fingerprint,
                 "recbench.dataset_fingerprint": data.fingerprint,
                 "recbench.device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             }
         )
     reporter.stage(
         f"{data.num_users} users, {data.num_items} items, {data.num_interactions} interactions; "
-        f"{len(split.valid)} valid / {len(split.test)} test users ({spec.split.kind})"
+        f"{len(split.valid)} valid / {len(split.test)} test users ({spec.split.kind}); "
+        f"{torch.get_num_threads()} threads"
     )
 
-    backbone = build_backbone(spec.backbone, spec.train.max_len)
-    card = get_card(spec.dataset.name)
-    content = ItemContent.from_data(
-        data, spec.dataset.text_template or card.text_template, card.missing_text, card.missing_image
-    )
-    encoder = build_encoder(spec.encoder, content, dim=backbone.dim)
-    report = encoder.prepare(reporter)
-    model = Recommender(encoder, backbone, data.num_items, spec.train.max_len).to(device)
+    def content() -> ItemContent:
+        card = prepared.card
+        return ItemContent.from_data(
+            data, spec.dataset.text_template or card.text_template, card.missing_text, card.missing_image
+        )
 
-    shift = model.objective == "causal"
-    windows = make_windows(split.train, spec.train.max_len, spec.train.stride, shift=shift)
+    model, report = build_model(
+        spec.encoder,
+        spec.backbone,
+        content,
+        data.num_items,
+        spec.train.max_len,
+        split.train_item_counts,
+        reporter,
+    )
+    model = model.to(device)
     protocol = Protocol(
         num_items=data.num_items,
         max_len=spec.train.max_len,
@@ -238,73 +290,32 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
         batch_size=spec.eval.batch_size,
         seed=spec.seed,
     )
-
-    def validate() -> dict[str, float]:
-        return _evaluate(model, split, "valid", protocol, device, reporter, spec).metrics
-
-    n_batches = -(-len(windows) // spec.train.batch_size)
-
-    def on_epoch(record, improved: bool) -> None:
-        reporter.epoch_end(record.epoch, record.loss, record.valid, improved, record.train_s)
-        if handle:
-            values = {"train/loss": record.loss, "train/epoch_s": record.train_s}
-            values.update({f"epoch/valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
-            handle.log_metrics(values, step=record.epoch)
-        if record.epoch < spec.train.max_epochs:
-            reporter.epoch_start(record.epoch + 1, spec.train.max_epochs, n_batches)
-
-    reporter.stage(
-        f"train: {spec.encoder.display} x {spec.backbone.kind}, {len(windows)} windows, {windows.num_targets} targets"
-    )
-    reporter.epoch_start(1, spec.train.max_epochs, n_batches)
-    fit_config = FitConfig(
-        loss=LossSpec(spec.train.loss, spec.train.negatives),
-        optimizer=spec.train.optimizer,
-        lr=spec.train.lr,
-        weight_decay=spec.train.weight_decay,
-        batch_size=spec.train.batch_size,
-        max_epochs=spec.train.max_epochs,
-        patience=spec.train.patience,
-        valid_metric=spec.train.valid_metric,
-        grad_clip=spec.train.grad_clip,
-        mask_prob=getattr(spec.backbone, "mask_prob", 0.0),
-        held_out=split.cold_items,
-    )
-    history = fit(
-        model,
-        windows,
-        validate,
-        fit_config,
-        generator,
-        on_epoch=on_epoch,
-        on_batch=lambda n: reporter.batch(),
-        device=device,
-    )
+    if model.trainable:
+        history = _train(spec, model, split, protocol, device, generator, reporter, handle)
+    else:
+        reporter.stage(f"{spec.backbone.kind}: nothing to train")
+        history = History(stop_reason="not_trained")
 
     t_eval = time.perf_counter()
     valid_eval = _evaluate(model, split, "valid", protocol, device, reporter, spec, with_slices=True)
     test_eval = _evaluate(model, split, "test", protocol, device, reporter, spec, with_slices=True)
     eval_s = time.perf_counter() - t_eval
+    metrics, slice_sizes = metric_groups(valid_eval, test_eval)
 
-    metrics = {"valid": valid_eval.metrics, "test": test_eval.metrics}
-    slice_sizes = {}
-    for group, ev in (("valid", valid_eval), ("test", test_eval)):
-        for name, values in ev.slices.items():
-            metrics[f"{group}/{name}"] = values
-            slice_sizes[f"{group}/{name}"] = ev.slice_sizes[name]
-    params_total = sum(p.numel() for p in model.parameters()) + int(report.extra.get("frozen_params", 0))
+    params = list(model.parameters())
     cost = Cost(
         wall_s=time.perf_counter() - t_start,
         train_s=history.train_s,
         s_per_epoch=history.s_per_epoch,
         epochs=len(history.epochs),
         best_epoch=history.best_epoch,
+        stop_reason=history.stop_reason,
         encode_s=report.encode_s,
         eval_s=eval_s,
         peak_rss_mb=peak_rss_mb(),
         cuda_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        params_total=params_total,
-        params_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        params_total=sum(p.numel() for p in params) + int(report.extra.get("frozen_params", 0)),
+        params_trainable=sum(p.numel() for p in params if p.requires_grad),
     )
     result = RunResult(
         name=spec.run_name,
@@ -317,7 +328,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
         backbone=spec.backbone.kind,
         seed=spec.seed,
         recipe_hash=spec.recipe_hash,
-        protocol_fingerprint=protocol_fp,
+        protocol_fingerprint=prepared.protocol_fingerprint,
         dataset_fingerprint=data.fingerprint,
         protocol=spec.protocol(),
         encoder_revision=report.revision,
@@ -353,16 +364,99 @@ def _run(spec: RunSpec, reporter: Reporter, handle) -> RunResult:
         run_id=handle.run_id if handle else None,
     )
     if handle:
-        per_user = per_user_frame(
-            test_eval.users, test_eval.targets, test_eval.ranks, test_eval.per_user, test_eval.slice_masks
-        )
-        handle.log_result(result, per_user, spec.model_dump(mode="json"))
+        handle.set_tags({"recbench.stop_reason": history.stop_reason})
+        handle.log_result(result, per_user_results(test_eval), spec.model_dump(mode="json"))
     reporter.run_end(result)
     return result
 
 
+def _train(spec, model, split, protocol, device, generator, reporter, handle) -> History:
+    """Stage 3: early-stopped training on the split's training sequences; per-epoch metrics to MLflow."""
+    windows = make_windows(
+        split.train, spec.train.max_len, spec.train.stride, shift=model.backbone.shifted_windows
+    )
+
+    def validate() -> dict[str, float]:
+        return _evaluate(model, split, "valid", protocol, device, reporter, spec).metrics
+
+    n_batches = -(-len(windows) // spec.train.batch_size)
+
+    def on_epoch(record, improved: bool) -> None:
+        reporter.epoch_end(record.epoch, record.loss, record.valid, improved, record.train_s)
+        if handle:
+            values = {"train/loss": record.loss, "train/epoch_s": record.train_s}
+            values.update({f"epoch/valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
+            handle.log_metrics(values, step=record.epoch)
+        if record.epoch < spec.train.max_epochs:
+            reporter.epoch_start(record.epoch + 1, spec.train.max_epochs, n_batches, spec.train.patience)
+
+    reporter.stage(
+        f"train: {spec.encoder.display} x {spec.backbone.kind}, {len(windows)} windows, {windows.num_targets} targets"
+    )
+    reporter.epoch_start(1, spec.train.max_epochs, n_batches, spec.train.patience)
+    fit_config = FitConfig(
+        loss=LossSpec(spec.train.loss, spec.train.negatives),
+        optimizer=spec.train.optimizer,
+        lr=spec.train.lr,
+        weight_decay=spec.train.weight_decay,
+        batch_size=spec.train.batch_size,
+        max_epochs=spec.train.max_epochs,
+        patience=spec.train.patience,
+        valid_metric=spec.train.valid_metric,
+        grad_clip=spec.train.grad_clip,
+        mask_prob=model.backbone.mask_prob,
+        held_out=split.cold_items,
+    )
+    return fit(
+        model,
+        windows,
+        validate,
+        fit_config,
+        generator,
+        on_epoch=on_epoch,
+        on_batch=lambda n: reporter.batch(),
+        device=device,
+    )
+
+
+HISTORY_KEPT = "history-kept"  # metric group of the papers' convention (history items stay candidates)
+HISTORY_KEPT_SLICES = ("warm", "cold")
+
+
+def metric_groups(valid_eval: Evaluation, test_eval: Evaluation) -> tuple[dict, dict]:
+    """Stage 4 product: metric groups and slice sizes of a run.
+
+    ``valid``, ``test`` and ``<group>/<slice>`` follow the recipe's eval section (history excluded by
+    default); ``<group>/history-kept`` and ``<group>/history-kept/warm|cold`` rank the same scores with the
+    history kept, as RecBole and most papers do.
+    """
+    metrics: dict[str, dict[str, float]] = {"valid": valid_eval.metrics, "test": test_eval.metrics}
+    slice_sizes: dict[str, int] = {}
+    for group, ev in (("valid", valid_eval), ("test", test_eval)):
+        for name, values in ev.slices.items():
+            metrics[f"{group}/{name}"] = values
+            slice_sizes[f"{group}/{name}"] = ev.slice_sizes[name]
+        kept = ev.history_kept
+        metrics[f"{group}/{HISTORY_KEPT}"] = kept.metrics
+        for name in HISTORY_KEPT_SLICES:
+            if name in kept.slices:
+                metrics[f"{group}/{HISTORY_KEPT}/{name}"] = kept.slices[name]
+                slice_sizes[f"{group}/{HISTORY_KEPT}/{name}"] = kept.slice_sizes[name]
+    return metrics, slice_sizes
+
+
+def per_user_results(ev: Evaluation):
+    """The per-user parquet: ranks and metrics of both conventions (history kept as `history-kept:` columns)."""
+    frame = per_user_frame(ev.users, ev.targets, ev.ranks, ev.per_user, ev.slice_masks)
+    kept = ev.history_kept
+    return frame.with_columns(
+        pl.Series(f"{HISTORY_KEPT}:rank", kept.ranks.astype(np.float64)),
+        *(pl.Series(f"{HISTORY_KEPT}:{k}", v.astype(np.float64)) for k, v in kept.per_user.items()),
+    )
+
+
 def _evaluate(
-    model: Recommender,
+    model,
     split: Split,
     which: str,
     protocol: Protocol,

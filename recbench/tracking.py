@@ -93,14 +93,35 @@ class Tracker:
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self.experiment = experiment
 
-    def finished_run(self, recipe_hash: str) -> str | None:
-        """The id of a FINISHED run with this recipe hash, if any (the skip-if-done key)."""
+    def reusable_result(
+        self, recipe_hash: str, dataset_fingerprint: str, protocol_fingerprint: str
+    ) -> RunResult | None:
+        """A FINISHED run's result, if one was made by the same recipe, on the same data (content
+        fingerprint), under the same protocol, and its record can be read back; else None (train again).
+
+        Why all three: the recipe hash leaves out where the data lives, so a rerun on a changed copy of a
+        dataset has the same hash; the fingerprints are what the data *was*.
+        """
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_RECIPE_HASH}` = '{recipe_hash}' and attributes.status = 'FINISHED'",
-            max_results=1,
+            filter_string=(
+                f"tags.`{TAG_RECIPE_HASH}` = '{recipe_hash}' and attributes.status = 'FINISHED' "
+                f"and tags.`{TAG_DATASET}` = '{dataset_fingerprint}' "
+                f"and tags.`{TAG_PROTOCOL}` = '{protocol_fingerprint}'"
+            ),
+            order_by=["attributes.start_time DESC"],
         )
-        return runs[0].info.run_id if runs else None
+        for run in runs:
+            try:
+                result = self.load_result(run.info.run_id)
+            except Exception:  # noqa: BLE001 - a missing or unreadable artifact: that run cannot be reused
+                continue
+            if (
+                result.dataset_fingerprint == dataset_fingerprint
+                and result.protocol_fingerprint == protocol_fingerprint
+            ):
+                return result
+        return None
 
     def load_result(self, run_id: str) -> RunResult:
         return load_result(self.client, run_id)
@@ -149,7 +170,13 @@ class RunHandle:
 
     def log_result(self, result: RunResult, per_user: pl.DataFrame | None, recipe: dict) -> None:
         final = {metric_key(g, m): v for g, group in result.metrics.items() for m, v in group.items()}
-        final.update({f"cost/{k}": v for k, v in result.cost.model_dump().items() if v is not None})
+        final.update(
+            {
+                f"cost/{k}": v
+                for k, v in result.cost.model_dump().items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        )
         self.log_metrics(final)
         with tempfile.TemporaryDirectory() as tmp:
             summary = Path(tmp) / SUMMARY_ARTIFACT

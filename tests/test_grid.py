@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 import recbench.runner as runner_mod
 from recbench.config import RecipeError, baseline_label, expand, recipe_from_dict
@@ -221,6 +222,96 @@ def test_a_grid_run_twice_trains_nothing_the_second_time(tiny_ml_dir, monkeypatc
             assert metric_key(group, "ndcg@10") in keys, group
     assert one.data.tags["recbench.baseline"] == "id"
     assert "logical CPUs" in one.data.tags["recbench.machine"]
+
+
+def test_the_same_recipe_on_changed_data_trains_again(tiny_ml_dir, tmp_path, monkeypatch):
+    """The reuse key is recipe hash AND dataset fingerprint AND protocol fingerprint: `--data-dir` on a copy
+    with interactions removed must not return the real folder's numbers (or the other way round)."""
+    from conftest import successor_sequences, write_atomic
+
+    fit = CountingFit(monkeypatch)
+    raw = _tiny_recipe(tiny_ml_dir)
+    raw["runs"] = raw["runs"][:1]
+    raw["grid"] = {"seed": [0]}
+    recipe = recipe_from_dict(raw)
+    smaller = {u: items[:-2] for u, items in successor_sequences().items()}  # 2 of 12 per user removed
+    copy = write_atomic(tmp_path / "copy", "ml-100k", smaller)
+
+    (on_copy,) = run_recipe(recipe, options=RunOptions(data_dir=str(copy)))
+    (on_real,) = run_recipe(recipe, options=RunOptions(data_dir=str(tiny_ml_dir)))
+    assert fit.calls == 2  # the second invocation trained: same recipe hash, different data
+    assert on_copy.recipe_hash == on_real.recipe_hash
+    assert on_copy.dataset_fingerprint != on_real.dataset_fingerprint
+    assert on_copy.run_id != on_real.run_id
+    assert on_copy.data_stats["interactions"] != on_real.data_stats["interactions"]
+    # each folder now has its own FINISHED run, and each is reused for its own data only
+    (again,) = run_recipe(recipe, options=RunOptions(data_dir=str(copy)))
+    assert fit.calls == 2 and again.run_id == on_copy.run_id and again.metrics == on_copy.metrics
+
+
+def test_both_ranking_conventions_and_the_popularity_floor_are_recorded(tiny_ml_dir, monkeypatch):
+    fit = CountingFit(monkeypatch)
+    raw = _tiny_recipe(tiny_ml_dir)
+    raw["runs"] = [{"encoder": {"kind": "id"}}, {"encoder": {"kind": "none"}, "backbone": {"kind": "pop"}}]
+    raw["grid"] = {"seed": [0]}
+    ident, pop = run_recipe(recipe_from_dict(raw))
+    assert fit.calls == 1  # pop trains nothing
+    assert pop.cost.stop_reason == "not_trained" and pop.cost.epochs == 0 and pop.cost.params_trainable == 0
+    assert ident.cost.stop_reason in ("early_stopping", "max_epochs")
+    for r in (ident, pop):
+        for group in ("valid", "test"):
+            kept, declared = r.metrics[f"{group}/history-kept"], r.metrics[group]
+            assert set(kept) == set(declared)
+            assert all(kept[m] <= declared[m] + 1e-12 for m in kept)  # keeping history can only lower ranks
+        assert "test/history-kept/warm" in r.metrics
+    runs = {r.info.run_id: r for r in _runs("tiny-grid")}
+    stored = runs[pop.run_id]
+    assert metric_key("test/history-kept", "ndcg@10") in stored.data.metrics
+    assert stored.data.tags["recbench.stop_reason"] == "not_trained"
+    from mlflow.tracking import MlflowClient
+
+    from recbench.tracking import load_per_user
+
+    frame = load_per_user(MlflowClient(), ident.run_id)
+    assert {"history-kept:rank", "history-kept:ndcg@10"} <= set(frame.columns)
+    assert (frame["history-kept:rank"] >= frame["rank"]).all()
+
+
+def test_pop_scores_rank_items_by_training_count_then_index():
+    from recbench.popularity import PopularityModel
+
+    counts = np.array([0, 3, 7, 3, 0, 9])  # index 0 is padding
+    scores = PopularityModel(counts).scorer()(torch.zeros(2, 4, dtype=torch.long))
+    assert scores.shape == (2, 6)
+    order = torch.argsort(scores[0, 1:], descending=True) + 1
+    assert order.tolist() == [5, 2, 1, 3, 4]  # 9, 7, then the tied 3s by index, then the untrained item
+    assert len(set(scores[0, 1:].tolist())) == 5  # no ties
+
+
+def test_pop_goes_only_with_no_encoder():
+    raw = {**BASE, "backbone": {"kind": "pop"}}
+    with pytest.raises(RecipeError, match="most-popular"):
+        recipe_from_dict(raw)
+    with pytest.raises(RecipeError, match="most-popular"):
+        recipe_from_dict({**BASE, "encoder": {"kind": "none"}})
+
+
+def test_a_finished_run_whose_artifacts_are_gone_is_redone(tiny_ml_dir, monkeypatch):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    fit = CountingFit(monkeypatch)
+    raw = _tiny_recipe(tiny_ml_dir)
+    raw["runs"] = raw["runs"][:1]
+    raw["grid"] = {"seed": [0]}
+    recipe = recipe_from_dict(raw)
+    (first,) = run_recipe(recipe)
+    artifacts = MlflowClient().get_run(first.run_id).info.artifact_uri.removeprefix("file://")
+    shutil.rmtree(artifacts)
+    (second,) = run_recipe(recipe)  # no MlflowException: the unreadable run is not reused
+    assert fit.calls == 2 and second.run_id != first.run_id
+    assert second.metrics == first.metrics  # same recipe, data and seed: the same numbers
 
 
 def test_a_run_killed_mid_way_is_failed_and_redone_next_time(tiny_ml_dir, monkeypatch):

@@ -37,6 +37,28 @@ def test_history_items_are_excluded_and_padding_is_never_a_candidate():
     assert excl.metrics["hr@1"] == 1.0 and incl.metrics["hr@1"] == 0.0
 
 
+def test_one_pass_gives_both_conventions_with_slices():
+    """The history-kept ranking of the same scores (the papers' convention) travels with every evaluation."""
+    scores = [[9.0, 8.0, 7.0, 1.0, 0.5, 0.2], [0.0, 0.1, 0.2, 0.3, 0.9, 0.4]]
+    ev_set = _set([[1, 2], [4, 3]], [3, 5])
+    slices = {"warm": np.array([True, False]), "cold": np.array([False, True])}
+    ev = evaluate(_fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1, 3)), slices=slices)
+    # user 0: history 1, 2 outscore target 3 -> rank 1 excluded, 3 kept; user 1: history 4 outscores 5
+    assert ev.ranks.tolist() == [1.0, 1.0]
+    assert ev.history_kept.ranks.tolist() == [3.0, 2.0]
+    assert ev.metrics["hr@1"] == 1.0 and ev.history_kept.metrics["hr@1"] == 0.0
+    assert ev.history_kept.metrics["hr@3"] == 1.0
+    assert ev.history_kept.metrics["ndcg@3"] == pytest.approx((1 / np.log2(4) + 1 / np.log2(3)) / 2)
+    assert ev.history_kept.slices["warm"]["ndcg@3"] == pytest.approx(1 / np.log2(4))
+    assert ev.history_kept.slices["cold"]["ndcg@3"] == pytest.approx(1 / np.log2(3))
+    assert ev.history_kept.slice_sizes == {"warm": 1, "cold": 1}
+    # a recipe that already keeps the history: both groups agree
+    kept = evaluate(
+        _fixed_scores(scores), ev_set, Protocol(num_items=5, max_len=4, ks=(1,), exclude_seen=False)
+    )
+    assert kept.ranks.tolist() == kept.history_kept.ranks.tolist() == [3.0, 2.0]
+
+
 def test_a_repeated_target_stays_rankable_and_is_counted():
     scores = [[0.0, 0.9, 0.1, 0.5]]
     ev = evaluate(_fixed_scores(scores), _set([[1, 3]], [1]), Protocol(num_items=3, max_len=4, ks=(1,)))

@@ -17,6 +17,12 @@ from torch import nn
 class Backbone(nn.Module):
     objective: ClassVar[str] = "causal"
     dim: int
+    mask_prob: float = 0.0  # cloze backbones: share of training positions masked and predicted
+
+    @property
+    def shifted_windows(self) -> bool:
+        """Training windows pair each position with the next item (causal), or with itself (cloze)."""
+        return self.objective == "causal"
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         """x: (B, T, D) item vectors, keep: (B, T) bool -> (B, T, D) states."""

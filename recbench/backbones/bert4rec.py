@@ -41,9 +41,11 @@ class BERT4Rec(Backbone):
         inner: int = 256,
         dropout: float = 0.2,
         attn_dropout: float = 0.2,
+        mask_prob: float = 0.2,
     ):
         super().__init__()
         self.dim = dim
+        self.mask_prob = mask_prob
         self.max_len = max_len
         self.position = nn.Embedding(max_len, dim)
         self.mask_vector = nn.Parameter(torch.zeros(dim))  # (D,) in item-vector space

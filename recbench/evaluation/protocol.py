@@ -3,6 +3,12 @@
 Default: full ranking over the whole catalogue (the padding column 0 is never a candidate), with the user's
 history excluded. If a target also occurs in its own history (a repeat), it stays a candidate and the case is
 counted (``targets_in_history``): excluding it would make the target unrankable.
+
+Every evaluation also ranks the same scores a second time with the history kept as candidates
+(:attr:`Evaluation.history_kept`): the convention of RecBole, UniSRec, VQ-Rec and most papers. Both come from
+one forward pass, so the two numbers of a run always describe the same model. Excluding the history answers
+"how well does it rank items the user has not consumed yet" (the usual product question, and higher numbers);
+keeping it is what to quote beside published figures.
 Sampled candidates (target + N uniform negatives the user has not seen) exist only when a recipe asks for them;
 the negatives are drawn from a seeded generator, so every model of a comparison faces the same candidates.
 
@@ -38,6 +44,7 @@ class Evaluation:
     slice_sizes: dict[str, int] = field(default_factory=dict)
     slice_masks: dict[str, np.ndarray] = field(default_factory=dict)  # slice -> (M,) bool
     targets_in_history: int = 0
+    history_kept: Evaluation | None = None  # the same scores ranked with history items kept as candidates
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def evaluate(
     """Rank every user's target; `slices` maps a slice name to a (M,) bool mask over the users."""
     n_cols = protocol.num_items + 1
     generator = torch.Generator().manual_seed(protocol.seed)
-    highers, tieds = [], []
+    counts: dict[str, tuple[list, list]] = {"declared": ([], []), "kept": ([], [])}
     in_history = 0
     for start in range(0, len(eval_set), protocol.batch_size):
         stop = min(start + protocol.batch_size, len(eval_set))
@@ -82,17 +89,37 @@ def evaluate(
         seen[rows, items] = True
         b = torch.arange(len(histories))
         in_history += int(seen[b, targets.cpu()].sum())
-        excluded = seen.clone() if protocol.exclude_seen else torch.zeros_like(seen)
-        excluded[:, 0] = True  # padding is never a candidate
+        kept = torch.zeros_like(seen)  # (B, N + 1) excluded columns when the history stays a candidate
+        kept[:, 0] = True  # padding is never a candidate
         if protocol.candidates == "sampled":
-            excluded |= _unsampled(seen, targets.cpu(), protocol.sampled_negatives, generator)
-        higher, tied = rank_counts(scores, targets, excluded.to(device))
-        highers.append(higher)
-        tieds.append(tied)
+            kept |= _unsampled(seen, targets.cpu(), protocol.sampled_negatives, generator)
+        declared = kept | seen if protocol.exclude_seen else kept
+        higher, tied = rank_counts(scores, targets, declared.to(device))  # (B,), (B,)
+        counts["declared"][0].append(higher)
+        counts["declared"][1].append(tied)
+        if protocol.exclude_seen:
+            higher, tied = rank_counts(scores, targets, kept.to(device))
+        counts["kept"][0].append(higher)
+        counts["kept"][1].append(tied)
         if on_batch:
             on_batch(stop - start)
-    higher = torch.cat(highers)
-    tied = torch.cat(tieds)
+    out = {
+        name: _assemble(eval_set, torch.cat(h), torch.cat(t), protocol, slices, in_history)
+        for name, (h, t) in counts.items()
+    }
+    out["declared"].history_kept = out["kept"]
+    return out["declared"]
+
+
+def _assemble(
+    eval_set: EvalSet,
+    higher: torch.Tensor,
+    tied: torch.Tensor,
+    protocol: Protocol,
+    slices: dict[str, np.ndarray] | None,
+    in_history: int,
+) -> Evaluation:
+    """Ranks, per-user metrics, means and slice means from the (M,) counts of higher and tied candidates."""
     ranks = ranks_from_counts(higher, tied, protocol.ties)
     per_user = metrics_from_counts(higher, tied, protocol.ks, protocol.ties)
     result = Evaluation(
