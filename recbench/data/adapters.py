@@ -25,6 +25,8 @@ ADAPTERS: dict[str, str] = {
     "amazon-2023": "recbench.data.amazon:load_2023",
     "unisrec": "recbench.data.unisrec:load",
     "ninerec": "recbench.data.ninerec:load",
+    "s3rec": "recbench.data.s3rec:load",
+    "lcrec-json": "recbench.data.lcrec:load",
 }
 
 
