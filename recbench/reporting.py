@@ -77,22 +77,16 @@ def make_reporter(metric: str = "ndcg@10", quiet: bool = False, console: Console
     return PlainReporter(console.file, metric=metric)
 
 
-def runtime_line(device: Any = None) -> str:
-    """A run-header line with torch's thread count: a run on 2 threads is not comparable with one on 16."""
-    import torch
-
-    where = f"device {device}, " if device is not None else ""
-    return (
-        f"{where}torch {torch.__version__}, {torch.get_num_threads()} threads "
-        f"({torch.get_num_interop_threads()} inter-op)"
-    )
-
-
 def _hms(seconds: float) -> str:
     """0:42, 12:05, 1:02:03: short enough for a log line, unambiguous as a duration."""
     minutes, secs = divmod(int(max(0.0, seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _eta(seconds: float) -> str:
+    """An estimate: tenths of a second below a minute (small runs), h:mm:ss above."""
+    return f"{seconds:.1f} s" if seconds < 60 else _hms(seconds)
 
 
 class _EpochWatch:
@@ -146,7 +140,7 @@ class _EpochWatch:
         return max(0, stop - self.done) * per_epoch
 
     def eta_label(self) -> str:
-        """'if no gain: stops ep 14 in ~0:07', or '' when patience is unknown (no ETA rather than a wrong one)."""
+        """'if no gain: stops ep 14 in ~7.2 s', or '' when patience is unknown (no ETA rather than a wrong one)."""
         stop, eta = self.stop_epoch(), self.eta_s()
         if stop is None or eta is None:
             return ""
@@ -155,8 +149,8 @@ class _EpochWatch:
         if stop <= self.done:
             return f"early stop: no gain in {self.patience} epochs"
         if self.best_epoch + (self.patience or 0) >= self.max_epochs:
-            return f"max_epochs: ends ep {stop} in ~{_hms(eta)}"
-        return f"if no gain: stops ep {stop} in ~{_hms(eta)}"
+            return f"max_epochs: ends ep {stop} in ~{_eta(eta)}"
+        return f"if no gain: stops ep {stop} in ~{_eta(eta)}"
 
 
 class _RemainingColumn(TimeRemainingColumn):
@@ -365,7 +359,7 @@ class PlainReporter(Reporter):
         self._batches = (done + n, total)
         if self._due():
             elapsed = self.clock() - self._t_epoch
-            left = f"  batches left ~{_hms(elapsed / (done + n) * (total - done - n))}" if total else ""
+            left = f"  batches left ~{_eta(elapsed / (done + n) * (total - done - n))}" if total else ""
             epoch, max_epochs = self._epoch
             self._line(
                 f"  epoch {epoch}/{max_epochs}  batch {done + n}/{total}  elapsed {_hms(elapsed)}{left}"

@@ -11,7 +11,6 @@ from recbench.reporting import (
     RichReporter,
     _RemainingColumn,
     make_reporter,
-    runtime_line,
     summary_table,
 )
 from recbench.results import Cost, RunResult
@@ -218,10 +217,21 @@ def test_the_epoch_estimate_is_bounded_by_patience_not_extrapolated_to_max_epoch
     # 2 s of training (20 batches of 0.1 s) + 1 s of validation = 3 s wall per epoch; best at epoch 3, patience 3
     _simulate(reporter, clock, [0.05, 0.06, 0.07, 0.065, 0.066, 0.064], patience=3)
     lines = [line for line in log.lines() if EPOCH_LINE.match(line)]
-    assert lines[3].endswith("if no gain: stops ep 6 in ~0:06")  # after epoch 4: epochs 5 and 6, 3 s each
+    assert lines[3].endswith("if no gain: stops ep 6 in ~6.0 s")  # after epoch 4: epochs 5 and 6, 3 s each
     assert lines[5].endswith("early stop: no gain in 3 epochs")
     # extrapolating the 196 epochs left after epoch 4 to max_epochs would say ~9:48
     assert "9:48" not in log.getvalue() and "9:4" not in log.getvalue()
+
+
+def test_when_max_epochs_comes_before_patience_the_estimate_says_so():
+    clock = FakeClock()
+    log = LogFile(clock)
+    _simulate(
+        PlainReporter(log, clock=clock), clock, [0.05, 0.06, 0.07, 0.065, 0.07], max_epochs=5, patience=3
+    )
+    lines = [line for line in log.lines() if EPOCH_LINE.match(line)]
+    assert lines[2].endswith("max_epochs: ends ep 5 in ~6.0 s")  # best at 3 + patience 3 > 5 epochs
+    assert lines[4].endswith("last epoch (max_epochs)")
 
 
 def test_without_patience_no_total_estimate_is_shown():
@@ -246,18 +256,11 @@ def test_rich_epoch_bar_shows_the_labelled_patience_estimate_instead_of_max_epoc
     _simulate(reporter, clock, [0.05, 0.06, 0.07, 0.065], patience=5, after_epoch=remaining)
     reporter.grid_end()
     # after epoch 4: best at 3, patience 5 -> stops at epoch 8, 4 epochs of 3 s left; 196 epochs would be 9:48
-    assert seen[4] == "if no gain: stops ep 8 in ~0:12"
-    assert seen[1] == "if no gain: stops ep 6 in ~0:15"
+    assert seen[4] == "if no gain: stops ep 8 in ~12.0 s"
+    assert seen[1] == "if no gain: stops ep 6 in ~15.0 s"
 
 
 def test_make_reporter_picks_plain_lines_off_a_terminal_and_bars_on_one():
     assert isinstance(make_reporter(console=Console(file=io.StringIO())), PlainReporter)
     assert isinstance(make_reporter(console=Console(file=io.StringIO(), force_terminal=True)), RichReporter)
     assert type(make_reporter(quiet=True)) is Reporter
-
-
-def test_runtime_line_reports_torch_threads():
-    import torch
-
-    line = runtime_line("cpu")
-    assert line.startswith("device cpu, torch ") and f"{torch.get_num_threads()} threads" in line
