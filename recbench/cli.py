@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 import recbench
 
@@ -25,6 +26,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: list the cards, fetch files, print statistics.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+recipes_app = typer.Typer(
+    help="The recipes shipped with recbench: list them, print one, copy one to edit.",
+    invoke_without_command=True,
+)
+app.add_typer(recipes_app, name="recipes")
 
 err = Console(stderr=True)
 
@@ -57,7 +63,13 @@ def main(
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/morec_vs_idrec.yaml")],
+    recipe: Annotated[
+        Path,
+        typer.Argument(
+            help="Recipe YAML, e.g. recipes/morec_vs_idrec.yaml, or the name of a shipped recipe (smoke; "
+            "`recbench recipes` lists them). An existing file always wins over a name."
+        ),
+    ],
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe key, e.g. --set train.lr=3e-4")
     ] = None,
@@ -82,7 +94,9 @@ def run(
     from recbench.data.schema import DataError
 
     try:
-        parsed = load_recipe(recipe, set_)
+        from recbench.shipped import find_recipe
+
+        parsed = load_recipe(find_recipe(recipe), set_)
         from recbench.runner import RunOptions, check_against_cards, select_runs
 
         options = RunOptions(
@@ -147,19 +161,24 @@ def _command_line(recipe, set_, data_dir, only, max_runs, rerun) -> str:
 
 
 @app.command()
-def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files.")]) -> None:
+def validate(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files, or names of shipped recipes.")],
+) -> None:
     """Validate recipes (keys, values, combinations, K against the catalogue) without running anything."""
     from recbench.config import RecipeError, expand, load_recipe
     from recbench.data.schema import DataError
     from recbench.runner import check_against_cards
+    from recbench.shipped import find_recipe
 
     failed = False
     for path in recipes:
         try:
-            recipe = load_recipe(path)
+            found = find_recipe(path)
+            recipe = load_recipe(found)
             runs = expand(recipe)
             check_against_cards(runs)
-            typer.echo(f"ok  {path}  ({len(runs)} run{'s' * (len(runs) != 1)})")
+            shipped = "" if found == path else f"  (shipped: {found})"
+            typer.echo(f"ok  {path}  ({len(runs)} run{'s' * (len(runs) != 1)}){shipped}")
         except (RecipeError, DataError) as exc:
             failed = True
             err.print(f"[bold red]invalid[/] {exc}", highlight=False, soft_wrap=True)
@@ -288,16 +307,30 @@ def leaderboard(
 @data_app.command("list")
 def data_list() -> None:
     """Every data card: name, domain, modalities, size, and whether its files are cached."""
-    from rich.table import Table
-
     from recbench.data.cards import all_cards
-    from recbench.data.download import is_cached, recbench_home
+    from recbench.data.download import recbench_home
 
-    table = Table(title="recbench datasets")
+    Console().print(cards_table(all_cards().values()))
+    Console(stderr=True).print(
+        f"size: interactions after the card's preprocessing, then the download. Cached files live under "
+        f"{recbench_home() / 'datasets'}. NAME:<x> takes a parameter, e.g. amazon-2023:Books (`recbench data "
+        "card NAME` prints a card in full).",
+        highlight=False,
+    )
+
+
+def cards_table(cards) -> Table:
+    """One line per card in 80 columns: no borders, the domain without its parenthesis (the card name says
+    the category), the size as the card knows it (expected interactions, download size)."""
+    from rich import box
+
+    from recbench.data.download import is_cached
+
+    table = Table(title="recbench datasets", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     table.add_column("name", no_wrap=True)
     for col in ("domain", "modalities", "size", "cached"):
         table.add_column(col)
-    for _, card in sorted(all_cards().items()):
+    for card in sorted(cards, key=lambda c: c.name):
         if card.parameter is not None:  # cached values: the folders named <card>--<value>
             values = [v for v in card.parameter.choices if is_cached(card.specialise(v))]
             cached = ", ".join(values) if values else "no"
@@ -306,18 +339,21 @@ def data_list() -> None:
         else:
             cached = "yes" if is_cached(card) else "no"
         table.add_row(
-            card.display_name,
-            card.domain,
-            ", ".join(card.modalities),
-            card.size or "-",
-            cached,
+            card.display_name, card.domain.split(" (")[0], " ".join(card.modalities), _card_size(card), cached
         )
-    Console().print(table)
-    Console(stderr=True).print(
-        f"Cached files live under {recbench_home() / 'datasets'}. A name NAME:<x> takes a parameter, "
-        "e.g. amazon-2023:Books (`recbench data card NAME` lists the choices).",
-        highlight=False,
-    )
+    return table
+
+
+def _card_size(card) -> str:
+    """`100k, 4.9 MB`: interactions the card expects after preprocessing, then the first figure of its
+    download size (the rest of `size:` is prose, shown by `recbench data card`); `-` when it knows neither."""
+    parts = []
+    n = card.expected.interactions
+    if n is not None:
+        parts.append(f"{n / 1e6:.1f}M" if n >= 999_500 else f"{n / 1e3:.0f}k" if n >= 1000 else str(n))
+    if card.size:
+        parts.append(card.size.split(" (")[0].split(";")[0].split(",")[0].strip())
+    return ", ".join(parts) or "-"
 
 
 @data_app.command("card")
@@ -395,7 +431,80 @@ def data_stats(
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
     else:
-        Console().print(stats_table(stats))
+        table = stats_table(stats)
+        for column in table.columns:  # a long value (a folder path) wraps whole rather than ending in '...'
+            column.overflow = "fold"
+        Console().print(table)
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+@recipes_app.callback()
+def recipes_list(ctx: typer.Context) -> None:
+    """List the shipped recipes with what each compares (`recbench run NAME` runs one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich import box
+
+    from recbench.shipped import recipe_summary, shipped_dir, shipped_recipes
+
+    recipes = shipped_recipes()
+    if not recipes:
+        _fail(f"no recipe found in {shipped_dir('recipes')}: the installation is incomplete (reinstall)", 1)
+    table = Table(title="recbench recipes", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it compares")
+    for name, path in recipes.items():
+        table.add_row(name, recipe_summary(path) or "-")
+    Console().print(table)
+    Console(stderr=True).print(
+        "`recbench run NAME` runs one (a file of that name in the current folder wins); `recbench recipes "
+        "show NAME` prints it; `recbench recipes copy NAME [DEST]` writes a copy to edit.",
+        highlight=False,
+    )
+
+
+def _shipped_recipe_or_fail(name: str) -> Path:
+    from recbench.shipped import RecipeNotFound, shipped_recipe
+
+    try:
+        return shipped_recipe(name)
+    except RecipeNotFound as exc:
+        _fail(str(exc), 2)
+
+
+@recipes_app.command("show")
+def recipes_show(name: Annotated[str, typer.Argument(help="Shipped recipe name, e.g. smoke")]) -> None:
+    """Print a shipped recipe (its opening comment says what it compares and how to run it)."""
+    typer.echo(_shipped_recipe_or_fail(name).read_text(encoding="utf-8"), nl=False)
+
+
+@recipes_app.command("copy")
+def recipes_copy(
+    name: Annotated[str, typer.Argument(help="Shipped recipe name, e.g. morec_vs_idrec")],
+    dest: Annotated[
+        Path | None,
+        typer.Argument(
+            help="File or existing folder to write to (default: NAME.yaml in the current folder)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
+) -> None:
+    """Copy a shipped recipe to a file you can edit, then run it with `recbench run FILE`."""
+    source = _shipped_recipe_or_fail(name)
+    target = dest if dest is not None else Path(source.name)
+    if target.is_dir():
+        target = target / source.name
+    if target.exists() and not force:
+        _fail(f"{target} already exists: pass --force to overwrite it, or give another DEST", 2)
+    if not target.parent.is_dir():
+        _fail(f"cannot write {target}: the folder {target.parent} does not exist (create it first)", 2)
+    try:
+        target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror or exc}", 2)
+    typer.echo(f"wrote {target} (shipped recipe {source.stem}); edit it, then `recbench run {target}`")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,8 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from recbench.data.adapters import ADAPTERS
 from recbench.data.schema import DataError
+from recbench.shipped import shipped_dir
 
-REPO_CARDS = Path(__file__).resolve().parents[2] / "data_cards"
+# The cards shipped with recbench: the package's data_cards folder (in a checkout, a link to data_cards/).
+SHIPPED_CARDS = shipped_dir("data_cards")
+REPO_CARDS = SHIPPED_CARDS  # the name older code and tests use
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -267,8 +270,25 @@ def _fill(value: Any, placeholder: str, text: str) -> Any:
 
 
 def card_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("RECBENCH_CARDS", "").split(os.pathsep) if p]
-    return extra + [REPO_CARDS]
+    """RECBENCH_CARDS folders (a user's own cards; they win over a shipped card of the same name), then the
+    shipped cards."""
+    return _user_card_dirs() + [SHIPPED_CARDS]
+
+
+def _user_card_dirs() -> list[Path]:
+    return [Path(p) for p in os.environ.get("RECBENCH_CARDS", "").split(os.pathsep) if p]
+
+
+def _looked_in() -> str:
+    """Where the cards were looked for, for the unknown-card error: never just 'see the list'."""
+    user = _user_card_dirs()
+    if user:
+        folders = ", ".join(str(d) if d.is_dir() else f"{d}: not a folder" for d in user)
+        own = f"RECBENCH_CARDS ({folders})"
+    else:
+        own = "RECBENCH_CARDS (not set; `export RECBENCH_CARDS=DIR` adds a folder of your own cards)"
+    shipped = f"{SHIPPED_CARDS}{'' if SHIPPED_CARDS.is_dir() else ': missing, reinstall recbench'}"
+    return f"the cards shipped with recbench ({shipped}) and {own}"
 
 
 def parse_card(path: Path) -> DataCard:
@@ -328,5 +348,9 @@ def get_card(name: str) -> DataCard:
             )
         return card
     near = difflib.get_close_matches(base, list(cards), n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-    raise DataError(f"no data card named '{name}'.{hint} `recbench data list` shows them all.")
+    hint = (
+        f" Did you mean {', '.join(repr(n) for n in near)}? `recbench data list` shows them all."
+        if near
+        else f" Known cards: {', '.join(cards)}."
+    )
+    raise DataError(f"no data card named '{name}': looked in {_looked_in()}.{hint}")
