@@ -21,7 +21,16 @@ import numpy as np
 
 from recbench.evaluation.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, Interval, seed_summary
 from recbench.plots import Bar, BarPlot, draw, stored_hash
-from recbench.tables import METRICS, Row, RowStats, Table, collect, table_stats
+from recbench.tables import (
+    EARLY_STOPPING,
+    HISTORY_KEPT,
+    METRICS,
+    Row,
+    RowStats,
+    Table,
+    collect,
+    table_stats,
+)
 from recbench.tracking import (
     TAG_COMMAND,
     TAG_COMMIT,
@@ -32,11 +41,26 @@ from recbench.tracking import (
     StoredRun,
 )
 
-__all__ = ["Leaderboard", "build", "check", "collect", "table_stats", "write"]
+__all__ = [
+    "Leaderboard",
+    "Refusal",
+    "build",
+    "check",
+    "collect",
+    "recipe_experiments",
+    "select_runs",
+    "table_stats",
+    "write",
+]
 
 DEFAULT_OUTPUT = "LEADERBOARD.md"
 _DISPLAY = {"hr": "HR", "ndcg": "NDCG", "mrr": "MRR"}
 _DATE_LINE = re.compile(r"^- Produced: (\S+)", re.MULTILINE)
+_COMMAND_IN_DATE_LINE = re.compile(r"^(- Produced: \S+ by )`[^`\n]*`", re.MULTILINE)
+
+
+class Refusal(Exception):
+    """Nothing to build a leaderboard from (no store, no FINISHED runs): exit 2, nothing written or created."""
 
 
 @dataclass
@@ -80,6 +104,38 @@ def _seed_cell(values: list[float]) -> str:
     return _f(summary.mean) + (f" ± {_f(summary.std)}" if summary.std is not None else "")
 
 
+def _kept_cell(row: Row, st: RowStats, main: str) -> str:
+    """History-kept NDCG@K: mean ± seed std [bootstrap CI], '–' for runs recorded before it was evaluated."""
+    interval = st.metrics.get(f"{HISTORY_KEPT}:{main}")
+    if interval is None:
+        return "– (not recorded)"
+    return _metric_cell(interval, st.seed_std.get(f"{HISTORY_KEPT}:{main}"))
+
+
+# short marks of the `stopped` column; † = the row gets no Δ (see the table notes)
+_STOP_MARKS = {
+    EARLY_STOPPING: "early stop",
+    "max_epochs": "epoch cap †",
+    "budget": "budget †",
+    "not_trained": "not trained",
+    None: "unknown †",
+}
+
+
+def _stop_cell(row: Row) -> str:
+    reasons = row.stop_reasons
+    if len(set(reasons)) == 1:
+        return _STOP_MARKS.get(reasons[0], f"{reasons[0]} †")
+    return "mixed †"
+
+
+def _seeds_cell(row: Row) -> str:
+    """The number of seeds averaged (a count, not a list that reads like a value); † when they are not the
+    baseline's seeds."""
+    differs = row.baseline is not None and not row.is_baseline and row.seeds != row.baseline.seeds
+    return f"{len(row.seeds)}" + (" †" if differs else "")
+
+
 def _slice_value(row: Row, slice_name: str, metric: str) -> str:
     values = [r.result.metrics.get(f"test/{slice_name}", {}).get(metric) for r in row.runs]
     if any(v is None for v in values):
@@ -116,6 +172,26 @@ def candidates_label(protocol: dict[str, Any]) -> str:
     return "full ranking"
 
 
+def _timestamp_ties(table: Table) -> str:
+    """How equal timestamps were ordered and how many tied pairs that decided, from the run's data stats."""
+    p = table.protocol
+    rule = (p.get("dataset") or {}).get("ties")
+    if rule is None:  # the card's default
+        try:
+            from recbench.data.cards import get_card
+
+            rule = get_card(table.dataset).preprocess.get("ties", "file_order")
+        except Exception:  # noqa: BLE001 - an unknown card: say the rule is the default
+            rule = "file_order"
+    counts = {r.result.data_stats.get("timestamp_ties") for row in table.rows for r in row.runs}
+    counts.discard(None)
+    order = "file order" if rule == "file_order" else rule.replace("_", " ")
+    if not counts:
+        return f"equal timestamps ordered by {order} (tied pairs not recorded)"
+    n = sorted(counts)[-1] if len(counts) == 1 else "/".join(map(str, sorted(counts)))
+    return f"equal timestamps ordered by {order}: {n} tied consecutive pairs"
+
+
 def describe_protocol(table: Table) -> str:
     p = table.protocol
     data = ", ".join(
@@ -130,8 +206,12 @@ def describe_protocol(table: Table) -> str:
         f"max_len {p.get('max_len')}",
         f"loss {loss}",
         f"candidates: {candidates_label(p)}",
-        f"history items {'excluded' if p.get('exclude_seen') else 'ranked'}",
-        f"ties {p.get('ties')}",
+        "history items "
+        + (
+            "excluded (recbench default; also ranked kept)" if p.get("exclude_seen") else "kept as candidates"
+        ),
+        f"tied scores {p.get('ties')} (eval.ties)",
+        _timestamp_ties(table),
         f"K {', '.join(map(str, p.get('ks') or []))}",
         f"cold = at most {p.get('cold_threshold')} training occurrences",
     ]
@@ -168,7 +248,13 @@ def _render_table(
         f"{len(table.users)} test users.",
         "",
     ]
-    header = ["encoder", "backbone", "seeds"] + [f"{_DISPLAY[m]}@{k}{tag}" for m in METRICS]
+    excluded = bool(table.protocol.get("exclude_seen"))
+    kept_recorded = excluded and any(f"{HISTORY_KEPT}:{main}" in row.vectors for row in table.rows)
+    named = {m: f"{_DISPLAY[m]}@{k}{tag}" for m in METRICS}
+    named["ndcg"] += " history excluded" if excluded else " history kept"
+    header = ["encoder", "backbone", "seeds", "stopped"] + [named[m] for m in METRICS]
+    if kept_recorded:
+        header.append(f"NDCG@{k}{tag} history kept")
     header += [
         f"Δ NDCG@{k} vs baseline{tag}",
         "p Wilcoxon",
@@ -185,24 +271,32 @@ def _render_table(
     body = []
     for row in table.rows:
         st = stats[id(row)]
-        cells = [row.label, row.backbone, ",".join(map(str, row.seeds))]
+        cells = [row.label, row.backbone, _seeds_cell(row), _stop_cell(row)]
         cells += [_metric_cell(st.metrics[f"{m}@{k}"], st.seed_std[f"{m}@{k}"]) for m in METRICS]
+        if kept_recorded:
+            cells.append(_kept_cell(row, st, main))
         if row.is_baseline:
             cells += ["baseline", "–", "–"]
-        elif st.delta is not None and st.wilcoxon is not None:
+        elif row.paired and st.delta is not None and st.wilcoxon is not None:
             cells += [
                 f"{_signed(st.delta.estimate)} [{_signed(st.delta.low)}, {_signed(st.delta.high)}] vs {row.baseline.label}",
                 _p(st.wilcoxon.p_value),
                 _p(st.t_test.p_value),
             ]
         else:
-            cells += [f"– ({row.baseline_note or 'fewer than 2 test users'})", "–", "–"]
+            why = row.delta_refused or row.baseline_note or "fewer than 2 test users"
+            cells += [f"– ({why})", "–", "–"]
         cells += [_slice_value(row, "warm", main), _slice_value(row, "cold", main)]
         cells += _cost_cells(row)
         body.append(cells)
-    lines += _md_table(header, body, right_from=3)
+    lines += _md_table(header, body, right_from=4)
+    lines += ["", *_table_notes(table, k, tag, excluded, kept_recorded)]
 
-    slice_names = [g.split("/", 1)[1] for g in first.slice_sizes if g.startswith("test/")]
+    slice_names = [
+        g.split("/", 1)[1]
+        for g in first.slice_sizes
+        if g.startswith("test/") and not g.startswith(f"test/{HISTORY_KEPT}")
+    ]
     sizes = ", ".join(f"{s} {first.slice_sizes[f'test/{s}']}" for s in slice_names)
     lines += ["", f"Test users per slice: {sizes or 'no slices recorded'}.", ""]
     extra = [s for s in slice_names if s not in ("warm", "cold")]
@@ -222,18 +316,59 @@ def _render_table(
     return lines, plots
 
 
+def _table_notes(table: Table, k: int, tag: str, excluded: bool, kept_recorded: bool) -> list[str]:
+    """What the marks mean and which NDCG column to quote, under the table they describe."""
+    notes = []
+    if excluded:
+        notes.append(
+            f"- **Two NDCG@{k} columns.** *History excluded* (recbench's default, `eval.exclude_seen: true`) "
+            "removes the items already in the user's history from the candidates; *history kept* ranks them "
+            "too, the convention of RecBole, UniSRec, VQ-Rec and most papers. Quote *history kept* beside "
+            "published numbers; use *history excluded* to judge recommending items the user has not consumed "
+            "yet. Kept is never higher (it only adds candidates); HR/MRR, Δ, warm/cold and slices use the "
+            "history-excluded ranking."
+            + ("" if kept_recorded else " No run of this table recorded the history-kept metrics.")
+        )
+    else:
+        notes.append(
+            "- **History kept** (`eval.exclude_seen: false`): every metric here ranks the user's history "
+            "items as candidates, the convention of RecBole, UniSRec, VQ-Rec and most papers."
+        )
+    marked = [row for row in table.rows if "†" in _stop_cell(row) + _seeds_cell(row)]
+    not_trained = [row for row in table.rows if row.is_floor]
+    notes.append(
+        "- **Δ and p-values** only pair a row with a baseline that ran the same seeds, both having stopped "
+        "early on validation (`stopped`: early stop). † marks why a row has none: `epoch cap †` trained to a "
+        "fixed epoch cap, `budget †` budget-stopped, `unknown †` stop reason not recorded (runs made before "
+        "recbench recorded it), `mixed †` seeds stopped differently, `N †` different seeds from its "
+        "baseline; its Δ cell says which."
+        + (f" {len(marked)} row{'s' * (len(marked) != 1)} of this table marked." if marked else "")
+    )
+    if not_trained:
+        notes.append(
+            "- **pop** (`not trained`) ranks items by their training popularity and reads no item content: "
+            "the floor every trained row should beat. It is never a baseline and has no Δ."
+        )
+    return notes
+
+
 def _plots(table: Table, stats: dict[int, RowStats]) -> list[BarPlot]:
     k = table.k
     tag = f", {candidates_label(table.protocol)}"
     by_backbone: dict[str, list[Bar]] = defaultdict(list)
+    floors = []
     for row in table.rows:
         ci = stats[id(row)].metrics[f"ndcg@{k}"]
-        by_backbone[row.backbone].append(Bar(row.label, ci.estimate, ci.low, ci.high))
+        if row.is_floor:  # trains nothing: a reference line across the backbones, not a group of its own
+            floors.append((f"{row.label} / {row.backbone} (floor)", ci.estimate))
+        else:
+            by_backbone[row.backbone].append(Bar(row.label, ci.estimate, ci.low, ci.high))
     ndcg = BarPlot(
         file=f"{table.slug}-ndcg.png",
         title=f"{table.dataset} ({table.split}{tag}): NDCG@{k}, 95% CI, ID vs content per backbone",
         ylabel=f"NDCG@{k}",
         groups=tuple((b, tuple(bars)) for b, bars in sorted(by_backbone.items())),
+        lines=tuple(floors),
     )
     groups = []
     for row in table.rows:
@@ -281,8 +416,8 @@ LEGEND = (
     "How to read: every table holds runs of one dataset under one protocol fingerprint; runs of different "
     "protocols are never ranked against each other. Metrics are means over the test users with a "
     f"{CI_LEVEL:.0%} percentile-bootstrap CI over users ({BOOTSTRAP_RESAMPLES:,} resamples, seed "
-    f"{BOOTSTRAP_SEED}); with several seeds, mean ± sample std over seeds, the CI then being that of the "
-    "seed-averaged per-user values. Δ is the row minus its baseline (the recipe's `baseline` encoder, by default "
+    f"{BOOTSTRAP_SEED}); with several seeds (the `seeds` column counts them), mean ± sample std over seeds, "
+    "the CI then being that of the seed-averaged per-user values. Δ is the row minus its baseline (the recipe's `baseline` encoder, by default "
     "the `id` encoder, with the same backbone and protocol), paired over users, with its bootstrap CI; p-values "
     "are two-sided (Wilcoxon signed-rank, normal approximation without continuity correction; paired t-test), "
     "not corrected for multiple comparisons. warm/cold: targets seen more than / at most `cold_threshold` times "
@@ -355,6 +490,112 @@ def today() -> str:
     return _dt.date.today().isoformat()
 
 
+# --------------------------------------------------------------------------------------------- selection
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder a local tracking URI names (sqlite database, file store), None for a server.
+
+    Opening a local store that does not exist makes MLflow create an empty one, so the leaderboard looks
+    first: a missing store is a mistake (wrong directory, unset MLFLOW_TRACKING_URI), never an empty board."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])  # sqlite:////abs/path -> /abs/path; sqlite:///rel -> rel
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    if "://" not in uri:
+        return Path(uri)  # a bare path is a file store
+    return None
+
+
+def recipes_folder() -> Path:
+    """The shipped recipes (recbench.shipped, through importlib.resources), else the checkout's recipes/."""
+    try:
+        from recbench.shipped import shipped_dir
+
+        return shipped_dir("recipes")
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_experiments(folder: Path | None = None) -> dict[str, list[str]]:
+    """{experiment: [recipe files declaring it]} over the recipes in `folder` (default: the shipped ones).
+
+    These are the default experiments of the leaderboard, so that whatever else is in the store (a smoke
+    run, someone's experiment) does not become a table. A recipe that caps its users (`dataset.max_users`,
+    "for smoke tests, never benchmarks") declares no leaderboard experiment."""
+    import yaml
+
+    from recbench.config import Recipe
+
+    default = Recipe.model_fields["experiment"].default
+    found: dict[str, list[str]] = defaultdict(list)
+    folder = folder or recipes_folder()
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # `recbench validate` reports broken recipes; here they declare nothing
+        if not isinstance(raw, dict):
+            continue
+        datasets = [raw.get("dataset")] + list(((raw.get("grid") or {}).get("dataset")) or [])
+        if any(isinstance(d, dict) and d.get("max_users") is not None for d in datasets):
+            continue
+        found[str(raw.get("experiment") or default)].append(path.name)
+    return dict(sorted(found.items()))
+
+
+def select_runs(
+    experiments: list[str] | None, recipes: Path | None = None
+) -> tuple[dict[str, str], list[StoredRun]]:
+    """The experiments to read ({id: name}) and their FINISHED recbench runs.
+
+    `experiments` None: those the recipes declare (:func:`recipe_experiments`). Raises :class:`Refusal`
+    (without creating a store) when the store is missing or holds no FINISHED recbench run there."""
+    from recbench.tracking import RunLookupError, Store, tracking_uri
+
+    uri = tracking_uri()
+    path = local_store_path(uri)
+    if path is not None and not path.exists():
+        raise Refusal(
+            f"no MLflow store at {path.resolve()} (tracking URI {uri}). `recbench leaderboard` reads the "
+            "runs `recbench run` recorded: run it in the directory where you ran `recbench run` (its "
+            "mlflow.db is there), or point MLFLOW_TRACKING_URI at that store. Nothing was written."
+        )
+    store = Store(uri)
+    where = f"in {uri}"
+    if experiments:
+        try:
+            chosen = store.experiments(experiments)
+        except RunLookupError as exc:
+            raise Refusal(str(exc)) from None
+        asked = ", ".join(f"'{e}'" for e in experiments)
+    else:
+        declared = recipe_experiments(recipes)
+        holding = store.experiments()  # experiments with at least one recbench run
+        chosen = {i: n for i, n in holding.items() if n in declared}
+        asked = (
+            f"the experiments the recipes in {recipes or recipes_folder()} declare "
+            f"({', '.join(f'{e!r}' for e in declared) or 'none'})"
+        )
+        if not chosen:
+            others = ", ".join(sorted(f"'{n}'" for n in holding.values())) or "none"
+            raise Refusal(
+                f"no recbench runs {where} in {asked}; experiments holding recbench runs: {others}. Run a "
+                "recipe first (`recbench run recipes/morec_vs_idrec.yaml`), or choose experiments with "
+                "--experiment NAME. Nothing was written."
+            )
+    runs = store.finished_runs(chosen)
+    if not runs:
+        raise Refusal(
+            f"no FINISHED recbench run {where} in {asked} (failed or interrupted runs are not ranked): "
+            "finish a run with `recbench run RECIPE`, or choose other experiments with --experiment NAME. "
+            "Nothing was written."
+        )
+    return chosen, runs
+
+
 def write(board: Leaderboard, output: Path) -> None:
     """Write the markdown and its plots (removing plots of tables that no longer exist)."""
     folder = plots_dir_for(output)
@@ -368,13 +609,19 @@ def write(board: Leaderboard, output: Path) -> None:
     output.write_text(board.markdown, encoding="utf-8")
 
 
+def _comparable(markdown: str) -> str:
+    """The markdown without the command in the 'Produced' line: the same board written with --output spelt
+    another way (absolute, ./, a symlink) is still current."""
+    return _COMMAND_IN_DATE_LINE.sub(r"\1`recbench leaderboard`", markdown)
+
+
 def check(board: Leaderboard, output: Path) -> list[str]:
     """Differences between `output` (and its plots) and what the store produces now; empty when current."""
     if not output.is_file():
         return [f"{output} does not exist: run `recbench leaderboard` to write it"]
     problems = []
     current = output.read_text(encoding="utf-8")
-    if current != board.markdown:
+    if _comparable(current) != _comparable(board.markdown):
         diff = difflib.unified_diff(
             current.splitlines(),
             board.markdown.splitlines(),

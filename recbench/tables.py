@@ -4,6 +4,12 @@ A row is one configuration (encoder x backbone x every other setting but the see
 resolved recipe); its seeds are aggregated. Each row is paired with its baseline: the row with the same backbone
 whose encoder is the recipe's declared baseline (run tag ``recbench.baseline``), by default the `id` encoder.
 
+A Δ against the baseline is only a fair comparison when both sides were trained the same way, so it is
+computed only when the row and its baseline both stopped early on validation (``stop_reason``
+``early_stopping``) and ran the same seeds; otherwise the row keeps its baseline for display but says why it
+has no Δ (``delta_refused``). The most-popular floor (backbone ``pop``) trains nothing: it is never a
+baseline and never gets a Δ. Runs recorded before the stop reason existed are *unknown*, never early-stopped.
+
 A run that cannot be trusted (missing artifacts, non-finite metrics, per-user values that do not reproduce the
 recorded means or the MLflow metrics, test users that differ from the other runs of its protocol) is left out
 with the reason; a rerun of the same settings and seed supersedes the earlier run.
@@ -31,6 +37,10 @@ from recbench.results import SLICE_COLUMN
 from recbench.tracking import TAG_BASELINE, TAG_PROTOCOL, TAG_RECIPE_HASH, StoredRun, metric_key
 
 METRICS = ("hr", "ndcg", "mrr")
+HISTORY_KEPT = "history-kept"  # metric group / per-user column prefix: ranking with history items kept
+EARLY_STOPPING = "early_stopping"
+TAG_STOP_REASON = "recbench.stop_reason"
+FLOOR_BACKBONES = ("pop",)  # rows that train nothing: shown as a floor, never a baseline, never a Δ
 _TOLERANCE = 1e-9  # per-user means must reproduce the recorded metrics to this absolute tolerance
 
 
@@ -46,7 +56,8 @@ class Row:
     runs: list[StoredRun]  # sorted by seed
     label: str = ""
     baseline: Row | None = None
-    baseline_note: str = ""  # why there is no baseline comparison
+    baseline_note: str = ""  # why there is no baseline row
+    delta_refused: str = ""  # why the row has a baseline but no Δ (stop reasons, seeds)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> seed-averaged per-user values
 
     @property
@@ -56,6 +67,33 @@ class Row:
     @property
     def is_baseline(self) -> bool:
         return self.baseline is self
+
+    @property
+    def is_floor(self) -> bool:
+        return self.backbone in FLOOR_BACKBONES
+
+    @property
+    def stop_reasons(self) -> list[str | None]:
+        """Why each seed's training ended (None: not recorded)."""
+        return [stop_reason(r) for r in self.runs]
+
+    @property
+    def early_stopped(self) -> bool:
+        return all(reason == EARLY_STOPPING for reason in self.stop_reasons)
+
+    @property
+    def paired(self) -> bool:
+        """Whether the row gets a Δ and p-values against its baseline."""
+        return self.baseline is not None and not self.is_baseline and not self.delta_refused
+
+
+def stop_reason(run: StoredRun) -> str | None:
+    """Why a run's training ended: the run tag, else the run summary's cost; None for runs recorded before
+    recbench kept it (a missing value is never read as early stopping)."""
+    tagged = run.tags.get(TAG_STOP_REASON)
+    if tagged:
+        return tagged
+    return getattr(run.result.cost, "stop_reason", None) if run.result is not None else None
 
 
 @dataclass
@@ -112,6 +150,16 @@ def _problem(run: StoredRun) -> str | None:
         logged = run.metrics.get(metric_key("test", name))
         if logged is None or abs(logged - value) > _TOLERANCE:
             return f"MLflow metric {metric_key('test', name)} ({logged}) disagrees with the summary ({value})"
+    kept_group = f"test/{HISTORY_KEPT}"
+    for name, value in res.metrics.get(kept_group, {}).items():
+        column = f"{HISTORY_KEPT}:{name}"
+        if column not in per_user.columns:
+            return f"per-user results lack {column} (the summary has {kept_group} metrics)"
+        values = per_user[column].to_numpy()
+        if not np.isfinite(values).all():
+            return f"non-finite per-user {column}"
+        if abs(float(values.mean()) - value) > _TOLERANCE:
+            return f"per-user {column} averages {values.mean():.6f}, the summary says {value:.6f}"
     return None
 
 
@@ -186,7 +234,11 @@ def _rows(runs: list[StoredRun], frames: dict) -> list[Row]:
             recipe=members[0].result.recipe,
             runs=members,
         )
-        columns = [c for c in frames[members[0].run_id].columns if c not in ("user", "target", "rank")]
+        columns = [
+            c
+            for c in frames[members[0].run_id].columns
+            if c not in ("user", "target", "rank") and not c.endswith(":rank")
+        ]
         for column in columns:
             if all(column in frames[r.run_id].columns for r in members):
                 stacked = np.stack([frames[r.run_id][column].to_numpy() for r in members])  # (S, U)
@@ -198,20 +250,27 @@ def _rows(runs: list[StoredRun], frames: dict) -> list[Row]:
             row.encoder if per_pair[(row.encoder, row.backbone)] == 1 else f"{row.encoder} [{row.config[:6]}]"
         )
     _assign_baselines(rows)
-    rows.sort(key=lambda r: (r.backbone, not r.is_baseline, r.label))
+    _refuse_unfair_deltas(rows)
+    rows.sort(key=lambda r: (r.is_floor, r.backbone, not r.is_baseline, r.label))
     return rows
 
 
 def _assign_baselines(rows: list[Row]) -> None:
     """Each row's baseline: the row with the same backbone whose encoder is the recipe's declared baseline
-    (run tag), by default the `id` encoder; among several, the one from the same recipe."""
+    (run tag), by default the `id` encoder; among several, the one from the same recipe. The floor rows (they
+    train nothing) neither have nor are a baseline."""
     for row in rows:
+        if row.is_floor:
+            row.baseline_note = "not trained: the popularity floor"
+            continue
         declared = Counter(r.tags[TAG_BASELINE] for r in row.runs if r.tags.get(TAG_BASELINE))
         wanted = declared.most_common(1)[0][0] if declared else None
         candidates = [
             o
             for o in rows
-            if o.backbone == row.backbone and (o.encoder == wanted if wanted else o.encoder_kind == "id")
+            if not o.is_floor
+            and o.backbone == row.backbone
+            and (o.encoder == wanted if wanted else o.encoder_kind == "id")
         ]
         if len(candidates) > 1:
             same_recipe = [o for o in candidates if o.recipe == row.recipe]
@@ -222,6 +281,47 @@ def _assign_baselines(rows: list[Row]) -> None:
             row.baseline_note = "several candidate baselines"
         else:
             row.baseline_note = f"no '{wanted}' run" if wanted else "no id-encoder run"
+
+
+STOP_WORDS = {
+    EARLY_STOPPING: "stopped early on validation",
+    "max_epochs": "trained to a fixed epoch cap",
+    "budget": "budget-stopped",
+    "not_trained": "not trained",
+    None: "stop reason not recorded",
+}
+
+
+def describe_stops(reasons: list[str | None]) -> str:
+    """'trained to a fixed epoch cap', or for mixed seeds 'budget-stopped (1 seed), stopped early ... (2)'."""
+    counts = Counter(reasons)
+    if len(counts) == 1:
+        return STOP_WORDS.get(reasons[0], str(reasons[0]))
+    return ", ".join(
+        f"{STOP_WORDS.get(r, str(r))} ({n} seed{'s' * (n != 1)})"
+        for r, n in sorted(counts.items(), key=lambda item: str(item[0]))
+    )
+
+
+def _refuse_unfair_deltas(rows: list[Row]) -> None:
+    """Δ only between early-stopped rows that ran the same seeds as their baseline: a row trained to a cap or
+    a budget (or of unknown stopping) measures its budget as much as its representation, and seed-averaged
+    values over different seeds are not paired samples of the same thing."""
+    for row in rows:
+        if row.baseline is None or row.is_baseline:
+            continue
+        base = row.baseline
+        reasons = []
+        if not row.early_stopped:
+            reasons.append(describe_stops(row.stop_reasons))
+        if not base.early_stopped:
+            reasons.append(f"baseline {describe_stops(base.stop_reasons)}")
+        if row.seeds != base.seeds:
+            reasons.append(
+                f"different seeds: {', '.join(map(str, row.seeds))} vs the baseline's "
+                f"{', '.join(map(str, base.seeds))}"
+            )
+        row.delta_refused = "; ".join(reasons)
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -238,16 +338,20 @@ class RowStats:
 
 
 def table_stats(table: Table) -> dict[int, RowStats]:
-    """Bootstrap intervals, seed spread, and paired tests against the baseline, per row (keyed by id(row))."""
+    """Bootstrap intervals, seed spread, and paired tests against the baseline, per row (keyed by id(row)).
+
+    Also the history-kept NDCG@K (key ``history-kept:ndcg@K``) for rows whose runs all recorded it."""
     k = table.k
     names = [f"{m}@{k}" for m in METRICS]
     main = f"ndcg@{k}"
+    kept = f"{HISTORY_KEPT}:{main}"
     vectors, slots = [], []
     for row in table.rows:
-        for name in names:
-            vectors.append(row.vectors[name])
-            slots.append((id(row), name))
-        if row.baseline is not None and not row.is_baseline:
+        for name in names + [kept]:
+            if name in row.vectors:
+                vectors.append(row.vectors[name])
+                slots.append((id(row), name))
+        if row.paired:
             vectors.append(row.vectors[main] - row.baseline.vectors[main])
             slots.append((id(row), "delta"))
     means = bootstrap_means(vectors)  # one set of resamples for the whole table
@@ -262,6 +366,9 @@ def table_stats(table: Table) -> dict[int, RowStats]:
         stats = out[id(row)]
         for name in names:
             stats.seed_std[name] = seed_summary([r.result.metrics["test"][name] for r in row.runs]).std
+        if kept in stats.metrics:
+            kept_means = [r.result.metrics.get(f"test/{HISTORY_KEPT}", {}).get(main) for r in row.runs]
+            stats.seed_std[kept] = None if None in kept_means else seed_summary(kept_means).std
         if stats.delta is not None and len(table.users) >= 2:
             stats.wilcoxon = wilcoxon_signed_rank(row.vectors[main], row.baseline.vectors[main])
             stats.t_test = paired_t_test(row.vectors[main], row.baseline.vectors[main])

@@ -2,7 +2,10 @@
 
 Each run's per-user ranks are drawn from a seeded generator; its per-user metrics, summary metrics and slice
 metrics are computed from those ranks exactly as the evaluator would, so the store passes every consistency
-check the leaderboard makes. Used by the leaderboard and compare tests (fast: no training).
+check the leaderboard makes. Like the runner, a run records why its training ended (``stop_reason``: tag and
+cost) and a second ranking with the history kept as candidates (``history-kept`` groups and per-user
+columns); ``stop=None, history_kept=False`` stands for a run recorded before either existed. Used by the
+leaderboard and compare tests (fast: no training).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import polars as pl
 import torch
 
 from recbench.config import RunSpec, expand, fingerprint, recipe_from_dict
@@ -21,6 +25,8 @@ from recbench.tracking import Tracker
 NUM_USERS = 60
 NUM_ITEMS = 40
 DATASET_FP = "d0d0d0d0d0d0d0d0"
+TIMESTAMP_TIES = 7  # tied consecutive pairs the fixture's preprocessing "ordered by file order"
+KEPT = "history-kept"
 
 
 def spec_for(
@@ -63,13 +69,22 @@ def log_run(
     baseline: str | None = "id",
     command: str | None = None,
     tamper: bool = False,
+    stop: str | None = "early_stopping",
+    history_kept: bool = True,
 ) -> str:
-    """Log one FINISHED run whose ranks are better the larger `quality` (0..1); returns its run id."""
+    """Log one FINISHED run whose ranks are better the larger `quality` (0..1); returns its run id.
+
+    `stop`: the run's stop reason (None: not recorded, as in runs made before it existed); `history_kept`:
+    whether the run also recorded the history-kept ranking (ranks a little worse: more candidates)."""
     users, targets, lengths, counts = _population()
     rng = np.random.default_rng(rank_seed)
     good = rng.random(NUM_USERS) < quality
     ranks = np.where(good, rng.integers(1, 6, NUM_USERS), rng.integers(1, NUM_ITEMS, NUM_USERS)).astype(float)
     per_user = {k: v.numpy() for k, v in metrics_from_ranks(torch.from_numpy(ranks), spec.eval.ks).items()}
+    kept_ranks = ranks + rng.integers(0, 4, NUM_USERS)  # history items ranked too: never a better rank
+    kept_user = {
+        k: v.numpy() for k, v in metrics_from_ranks(torch.from_numpy(kept_ranks), spec.eval.ks).items()
+    }
     slices = {
         **target_slices(targets, counts, spec.eval.cold_threshold),
         **popularity_slices(targets, counts, spec.eval.popularity_head, spec.eval.popularity_tail),
@@ -79,6 +94,17 @@ def log_run(
     metrics["valid"] = dict(metrics["test"])
     for name, mask in slices.items():
         metrics[f"test/{name}"] = mean_metrics({k: torch.from_numpy(v[mask]) for k, v in per_user.items()})
+    slice_sizes = {f"test/{name}": int(mask.sum()) for name, mask in slices.items()}
+    if history_kept:
+        metrics[f"test/{KEPT}"] = mean_metrics({k: torch.from_numpy(v) for k, v in kept_user.items()})
+        metrics[f"valid/{KEPT}"] = dict(metrics[f"test/{KEPT}"])
+        for name in ("warm", "cold"):
+            mask = slices[name]
+            metrics[f"test/{KEPT}/{name}"] = mean_metrics(
+                {k: torch.from_numpy(v[mask]) for k, v in kept_user.items()}
+            )
+            slice_sizes[f"test/{KEPT}/{name}"] = int(mask.sum())
+    trains = stop != "not_trained"
     protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": DATASET_FP})
     result = RunResult(
         name=spec.run_name,
@@ -96,21 +122,28 @@ def log_run(
         protocol=spec.protocol(),
         git_commit="0123456789abcdef",
         metrics=metrics,
-        slice_sizes={f"test/{name}": int(mask.sum()) for name, mask in slices.items()},
+        slice_sizes=slice_sizes,
         cost=Cost(
             wall_s=100.0 + 10 * spec.seed,
-            train_s=80.0,
-            s_per_epoch=2.5 + spec.seed,
-            epochs=20 + spec.seed,
-            best_epoch=15,
-            encode_s=0.0 if spec.encoder.kind == "id" else 12.5,
+            train_s=80.0 if trains else 0.0,
+            s_per_epoch=2.5 + spec.seed if trains else 0.0,
+            epochs=20 + spec.seed if trains else 0,
+            best_epoch=15 if trains else 0,
+            stop_reason=stop,
+            encode_s=0.0 if spec.encoder.kind in ("id", "none") else 12.5,
             eval_s=1.0,
             peak_rss_mb=900.0 + 100 * spec.seed,
-            params_total=100_000 if spec.encoder.kind == "id" else 22_000_000,
-            params_trainable=100_000 if spec.encoder.kind == "id" else 50_000,
+            params_total=100_000 if spec.encoder.kind == "id" else 22_000_000 if trains else 0,
+            params_trainable=100_000 if spec.encoder.kind == "id" else 50_000 if trains else 0,
         ),
+        data_stats={"users": NUM_USERS, "timestamp_ties": TIMESTAMP_TIES},
     )
     frame = per_user_frame(users, targets, ranks, per_user, slices)
+    if history_kept:
+        frame = frame.with_columns(
+            pl.Series(f"{KEPT}:rank", kept_ranks.astype(np.float64)),
+            *(pl.Series(f"{KEPT}:{k}", v.astype(np.float64)) for k, v in kept_user.items()),
+        )
     if tamper:  # the per-user values no longer reproduce the summary
         frame = frame.with_columns((frame["ndcg@10"] * 0.5).alias("ndcg@10"))
     tags = {
@@ -124,6 +157,8 @@ def log_run(
     }
     if baseline:
         tags["recbench.baseline"] = baseline
+    if stop:
+        tags["recbench.stop_reason"] = stop
     if command:
         tags["recbench.command"] = command
     time.sleep(0.003)  # distinct start times: "the later run" is well defined
@@ -154,8 +189,13 @@ RUN_COMMAND = "recbench run recipes/fixture.yaml"
 
 
 def build_store() -> dict[str, str]:
-    """The fixture store: a full-ranking table (3 encoders x 2 backbones, some with 2 seeds), a sampled-candidate
-    table, a FAILED run, a superseded duplicate and a tampered run. Returns {token: run id}."""
+    """The fixture store (experiment `fixture`). Returns {token: run id}.
+
+    Full-ranking table: SASRec with id and text over seeds 0, 1 (early-stopped: the one fair Δ) and clip over
+    seed 0 only (different seeds: no Δ); GRU4Rec with id (early-stopped), text (budget-stopped) and clip
+    (fixed epoch cap, rerun: the first run is superseded); the most-popular floor (trains nothing). A
+    sampled-candidate table whose text run predates stop reasons and history-kept metrics. A tampered run,
+    a FAILED run."""
     tracker = Tracker("fixture")
     ids: dict[str, str] = {}
     encoders = {
@@ -163,6 +203,7 @@ def build_store() -> dict[str, str]:
         "text": ({"kind": "text", "model": "minilm", "label": "text-minilm-frozen"}, 0.60),
         "clip": ({"kind": "clip", "label": "clip-image"}, 0.35),
     }
+    stops = {("text", "gru4rec"): "budget", ("clip", "gru4rec"): "max_epochs"}
     for b_idx, backbone in enumerate(("sasrec", "gru4rec")):
         for e_idx, (name, (encoder, quality)) in enumerate(encoders.items()):
             seeds = (0, 1) if backbone == "sasrec" and name in ("id", "text") else (0,)
@@ -173,19 +214,36 @@ def build_store() -> dict[str, str]:
                     quality,
                     rank_seed=100 * b_idx + 10 * e_idx + seed,
                     command=RUN_COMMAND,
+                    stop=stops.get((name, backbone), "early_stopping"),
                 )
     # a rerun of the same settings and seed: the earlier one is superseded
     ids["superseded"] = ids["clip-gru4rec-0"]
     ids["clip-gru4rec-0"] = log_run(
-        tracker, spec_for(encoders["clip"][0], "gru4rec", 0), 0.40, rank_seed=999, command=RUN_COMMAND
+        tracker,
+        spec_for(encoders["clip"][0], "gru4rec", 0),
+        0.40,
+        rank_seed=999,
+        command=RUN_COMMAND,
+        stop="max_epochs",
+    )
+    ids["pop"] = log_run(
+        tracker,
+        spec_for({"kind": "none"}, "pop"),
+        0.2,
+        rank_seed=300,
+        command=RUN_COMMAND,
+        stop="not_trained",
     )
     sampled = {"candidates": "sampled", "sampled_negatives": 20}
     for e_idx, name in enumerate(("id", "text")):
+        old = name == "text"  # recorded before stop reasons and history-kept metrics existed
         ids[f"{name}-sampled"] = log_run(
             tracker,
             spec_for(encoders[name][0], "sasrec", 0, eval_=sampled),
             0.7 + 0.1 * e_idx,
             rank_seed=500 + e_idx,
+            stop=None if old else "early_stopping",
+            history_kept=not old,
         )
     ids["tampered"] = log_run(
         tracker, spec_for({"kind": "id", "label": "id-tampered"}), 0.5, rank_seed=777, tamper=True

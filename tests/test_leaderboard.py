@@ -1,4 +1,5 @@
-"""The leaderboard, read back from a fixture MLflow store: golden markdown, statistics, --check, plots."""
+"""The leaderboard, read back from a fixture MLflow store: golden markdown, statistics, fair Δ only,
+refusals, default experiments, --check, plots."""
 
 import os
 import re
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_runs import RUN_COMMAND, fake_store, log_run, spec_for
+from fake_runs import RUN_COMMAND, fake_store, log_failed, log_run, spec_for
 from typer.testing import CliRunner
 
 from recbench import leaderboard as lb
@@ -78,9 +79,11 @@ def test_tables_never_mix_protocols_and_sampled_is_labelled(store):
         ("clip-image", "sasrec", (0,)),
         ("id", "gru4rec", (0,)),
         ("id", "sasrec", (0, 1)),
+        ("none", "pop", (0,)),
         ("text-minilm-frozen", "gru4rec", (0,)),
         ("text-minilm-frozen", "sasrec", (0, 1)),
     ]
+    assert full.rows[-1].backbone == "pop"  # the floor row comes last
 
 
 def test_untrustworthy_runs_are_left_out_with_the_reason(store):
@@ -113,6 +116,7 @@ def test_delta_and_p_values_are_the_paired_statistics_of_seed_averaged_users(sto
     seed_means = [run.result.metrics["test"]["ndcg@10"] for run in row.runs]
     assert st.seed_std["ndcg@10"] == pytest.approx(np.std(seed_means, ddof=1))
     line = next(ln for ln in board.markdown.splitlines() if ln.startswith("| text-minilm-frozen | sasrec"))
+    assert line.startswith("| text-minilm-frozen | sasrec | 2 | early stop |")  # seeds: a count
     assert f"{np.mean(seed_means):.4f} ± {np.std(seed_means, ddof=1):.4f}" in line
     assert f"{st.delta.estimate:+.4f} [{st.delta.low:+.4f}, {st.delta.high:+.4f}] vs id" in line
 
@@ -128,17 +132,19 @@ def test_the_recipe_baseline_tag_chooses_the_baseline(store):
     (table,) = board.tables
     id_row = next(r for r in table.rows if r.label == "id")
     assert id_row.baseline.label == "text-a" and not id_row.is_baseline
-    assert "| text-a | sasrec | 0 |" in board.markdown and "baseline |" in board.markdown
+    assert "| text-a | sasrec | 1 | early stop |" in board.markdown and "baseline |" in board.markdown
 
 
 def test_cli_writes_and_checks_the_leaderboard(store, tmp_path):
     out = tmp_path / "docs" / "LB.md"
     out.parent.mkdir()
-    result = runner.invoke(app, ["leaderboard", "--output", str(out)])
+    result = runner.invoke(app, ["leaderboard", "--experiment", "fixture", "--output", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert text.startswith("# recbench leaderboard")
-    assert re.search(r"^- Produced: \d{4}-\d\d-\d\d by `recbench leaderboard --output ", text, re.M)
+    assert re.search(
+        r"^- Produced: \d{4}-\d\d-\d\d by `recbench leaderboard --experiment fixture --output ", text, re.M
+    )
     assert f"Runs made by: `{RUN_COMMAND}`" in text and "Test CPU, 2 logical CPUs" in text
     plots = sorted((tmp_path / "docs" / "lb-plots").glob("*.png"))
     assert len(plots) == 4  # two tables x (ID vs content, warm vs cold)
@@ -146,12 +152,15 @@ def test_cli_writes_and_checks_the_leaderboard(store, tmp_path):
         assert f"(lb-plots/{plot.name})" in text
         assert f"<!-- plot {plot.name} data {stored_hash(plot)} -->" in text
 
-    check = ["leaderboard", "--output", str(out), "--check"]
+    check = ["leaderboard", "--experiment", "fixture", "--output", str(out), "--check"]
     out.write_text(re.sub(r"Produced: \S+", "Produced: 1999-12-31", text))  # only the date is injected
     assert runner.invoke(app, check).exit_code == 0
 
     out.write_text(
-        text.replace("| text-minilm-frozen | sasrec | 0,1 | 0.", "| text-minilm-frozen | sasrec | 0,1 | 9.")
+        text.replace(
+            "| text-minilm-frozen | sasrec | 2 | early stop | 0.",
+            "| text-minilm-frozen | sasrec | 2 | early stop | 9.",
+        )
     )
     plots[0].unlink()
     result = runner.invoke(app, check)
@@ -162,12 +171,15 @@ def test_cli_writes_and_checks_the_leaderboard(store, tmp_path):
     out.write_text(text)
     lb.plots_dir_for(out).joinpath(plots[0].name).write_bytes(b"")  # present, but not the current plot
     log_run(Tracker("fixture"), spec_for({"kind": "id", "label": "id-new"}), 0.9, rank_seed=4242)
+    assert "id-new" not in text
     result = runner.invoke(app, check)
     assert result.exit_code == 1 and "id-new" in result.output and "is stale" in result.output
 
 
 def test_check_without_a_file_and_unknown_experiment(store, tmp_path):
-    result = runner.invoke(app, ["leaderboard", "--output", str(tmp_path / "none.md"), "--check"])
+    result = runner.invoke(
+        app, ["leaderboard", "--experiment", "fixture", "--output", str(tmp_path / "none.md"), "--check"]
+    )
     assert result.exit_code == 1 and "does not exist" in result.output
     result = runner.invoke(app, ["leaderboard", "--experiment", "nope", "--output", str(tmp_path / "x.md")])
     assert result.exit_code == 2 and "no experiment named 'nope'" in result.output
@@ -178,10 +190,226 @@ def test_default_experiments_are_those_holding_recbench_runs(store):
     assert set(Store().experiments().values()) == {"fixture"}
 
 
-def test_an_experiment_without_runs_gives_an_empty_leaderboard(store, tmp_path):
+def test_an_experiment_without_finished_runs_is_refused_and_nothing_is_written(store, tmp_path):
     Store().client.create_experiment("empty")  # (MlflowClient() may follow another test's global URI)
+    failed_only = Tracker("failed-only")
+    log_failed(failed_only, spec_for({"kind": "id"}))
     out = tmp_path / "LEADERBOARD.md"
-    result = runner.invoke(app, ["leaderboard", "--experiment", "empty", "--output", str(out)])
+    out.write_text("the previous board\n")
+    for name in ("empty", "failed-only"):
+        for extra in ([], ["--check"]):
+            result = runner.invoke(app, ["leaderboard", "--experiment", name, "--output", str(out), *extra])
+            assert result.exit_code == 2, result.output
+            assert "no FINISHED recbench run" in result.output and f"'{name}'" in result.output
+            assert "Traceback" not in result.output
+    assert out.read_text() == "the previous board\n"
+    assert not lb.plots_dir_for(out).exists()
+
+
+def test_no_store_is_refused_without_creating_one(tmp_path, monkeypatch):
+    """In a directory without mlflow.db (no MLFLOW_TRACKING_URI): exit 2, say where it looked, create nothing."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "LEADERBOARD.md"
+    out.write_text("kept\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra in ([], ["--check"], ["--experiment", "fixture"]):
+        result = runner.invoke(app, ["leaderboard", *extra])
+        assert result.exit_code == 2, result.output
+        assert "no MLflow store at" in result.output and str(tmp_path / "mlflow.db") in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlflow.db, no mlruns, no plots
+    assert out.read_text() == "kept\n"
+    # the same through an explicit sqlite URI that names a missing file
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}")
+    assert runner.invoke(app, ["leaderboard"]).exit_code == 2
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_local_store_paths():
+    assert lb.local_store_path("sqlite:////abs/m.db") == Path("/abs/m.db")
+    assert lb.local_store_path("sqlite:///rel/m.db") == Path("rel/m.db")
+    assert lb.local_store_path("file:///abs/mlruns") == Path("/abs/mlruns")
+    assert lb.local_store_path("./mlruns") == Path("mlruns")
+    assert lb.local_store_path("http://mlflow.example:5000") is None  # a server: opened as is
+
+
+def _recipe(folder: Path, name: str, experiment: str | None, max_users: int | None = None) -> None:
+    folder.mkdir(exist_ok=True)
+    text = f"name: {name}\n" + (f"experiment: {experiment}\n" if experiment else "")
+    text += "dataset:\n  name: movielens-100k\n" + (f"  max_users: {max_users}\n" if max_users else "")
+    (folder / f"{name}.yaml").write_text(text + "encoder: {kind: id}\nbackbone: {kind: sasrec}\n")
+
+
+def test_default_experiments_are_those_the_recipes_declare(store, tmp_path, monkeypatch):
+    recipes = tmp_path / "recipes"
+    _recipe(recipes, "main", "fixture")
+    _recipe(recipes, "plain", None)  # the Recipe default experiment, `recbench`
+    _recipe(recipes, "smoke", "smoke-exp", max_users=60)  # a smoke recipe declares no leaderboard experiment
+    assert lb.recipe_experiments(recipes) == {"fixture": ["main.yaml"], "recbench": ["plain.yaml"]}
+    log_run(Tracker("smoke-exp"), spec_for({"kind": "id", "label": "id-smoke"}), 0.9, rank_seed=1)
+    log_run(Tracker("someone-else"), spec_for({"kind": "id", "label": "id-else"}), 0.9, rank_seed=2)
+    chosen, runs = lb.select_runs(None, recipes)
+    assert set(chosen.values()) == {"fixture"}
+    assert {r.experiment for r in runs} == {"fixture"}
+    # the CLI reads the shipped recipes' experiments; pointed at this folder, smoke runs stay out
+    monkeypatch.setattr(lb, "recipes_folder", lambda: recipes)
+    out = tmp_path / "LEADERBOARD.md"
+    result = runner.invoke(app, ["leaderboard", "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert "No FINISHED recbench runs" in out.read_text()
-    assert "`recbench leaderboard --experiment empty --output" in out.read_text()
+    text = out.read_text()
+    assert "from experiment `fixture`" in text and "id-smoke" not in text and "id-else" not in text
+    # --experiment selects others
+    result = runner.invoke(app, ["leaderboard", "--experiment", "smoke-exp", "--output", str(out)])
+    assert result.exit_code == 0 and "id-smoke" in out.read_text()
+    # recipes declaring only experiments without runs: refused, naming what the store holds
+    _recipe(recipes, "main", "not-run-yet")
+    result = runner.invoke(app, ["leaderboard", "--output", str(out)])
+    assert result.exit_code == 2 and "'not-run-yet'" in result.output and "'fixture'" in result.output
+
+
+def test_the_shipped_recipes_declare_the_benchmark_experiments_but_not_the_smoke_one():
+    declared = lb.recipe_experiments()
+    assert "morec-vs-idrec" in declared and "recbench-smoke" not in declared
+
+
+def test_check_ignores_how_the_output_path_was_spelt(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    written = runner.invoke(app, ["leaderboard", "--experiment", "fixture", "--output", "docs/LB.md"])
+    assert written.exit_code == 0, written.output
+    for spelling in ("./docs/LB.md", str(tmp_path / "docs" / "LB.md"), "docs/../docs/LB.md"):
+        result = runner.invoke(
+            app, ["leaderboard", "--experiment", "fixture", "--output", spelling, "--check"]
+        )
+        assert result.exit_code == 0, (spelling, result.output)
+    # the command normalisation hides nothing else: another experiment list is a difference
+    text = (tmp_path / "docs" / "LB.md").read_text()
+    (tmp_path / "docs" / "LB.md").write_text(text.replace("from experiment `fixture`", "from experiment `x`"))
+    result = runner.invoke(
+        app, ["leaderboard", "--experiment", "fixture", "--output", "docs/LB.md", "--check"]
+    )
+    assert result.exit_code == 1
+
+
+def _row_line(board: lb.Leaderboard, label: str, backbone: str, section: int = 1) -> list[str]:
+    table = board.markdown.split("## ")[section]
+    line = next(ln for ln in table.splitlines() if ln.startswith(f"| {label} | {backbone} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def _cell(board: lb.Leaderboard, label: str, backbone: str, column: str, section: int = 1) -> str:
+    table = board.markdown.split("## ")[section]
+    header = next(ln for ln in table.splitlines() if ln.startswith("| encoder |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return _row_line(board, label, backbone, section)[names.index(column)]
+
+
+def test_delta_only_between_early_stopped_rows_on_the_same_seeds(store):
+    board = _board()
+    full = board.tables[0]
+    stats_by_row = lb.table_stats(full)
+    rows = {(r.label, r.backbone): r for r in full.rows}
+    paired = {key for key, r in rows.items() if stats_by_row[id(r)].delta is not None}
+    assert paired == {("text-minilm-frozen", "sasrec")}  # the only early-stopped, same-seeds pair
+    delta = "Δ NDCG@10 vs baseline"
+    assert _cell(board, "clip-image", "sasrec", "seeds") == "1 †"
+    assert _cell(board, "clip-image", "sasrec", delta) == "– (different seeds: 0 vs the baseline's 0, 1)"
+    assert _cell(board, "clip-image", "gru4rec", "stopped") == "epoch cap †"
+    assert _cell(board, "clip-image", "gru4rec", delta) == "– (trained to a fixed epoch cap)"
+    assert _cell(board, "text-minilm-frozen", "gru4rec", "stopped") == "budget †"
+    assert _cell(board, "text-minilm-frozen", "gru4rec", delta) == "– (budget-stopped)"
+    assert _cell(board, "text-minilm-frozen", "gru4rec", "p Wilcoxon") == "–"
+    assert _cell(board, "none", "pop", "stopped") == "not trained"
+    assert _cell(board, "none", "pop", delta) == "– (not trained: the popularity floor)"
+    assert not any(r.baseline is rows[("none", "pop")] for r in full.rows)  # the floor is nobody's baseline
+    # a run recorded before stop reasons existed is unknown, never early-stopped
+    assert _cell(board, "text-minilm-frozen", "sasrec", "stopped", section=2) == "unknown †"
+    assert _cell(board, "text-minilm-frozen", "sasrec", "Δ NDCG@10 vs baseline (sampled)", section=2) == (
+        "– (stop reason not recorded)"
+    )
+    assert "`epoch cap †` trained to a fixed epoch cap" in board.markdown
+
+
+def test_no_delta_against_a_baseline_trained_to_an_epoch_cap(store):
+    tracker = Tracker("capped")
+    log_run(tracker, spec_for({"kind": "id"}), 0.5, rank_seed=1, stop="max_epochs")
+    log_run(tracker, spec_for({"kind": "text", "label": "text-a"}), 0.6, rank_seed=2)
+    s = Store()
+    board = lb.build(s.finished_runs(s.experiments(["capped"])), ["capped"], "2000-01-01", "x", "p")
+    (table,) = board.tables
+    text_row = next(r for r in table.rows if r.label == "text-a")
+    assert text_row.baseline.label == "id" and not text_row.paired
+    assert lb.table_stats(table)[id(text_row)].delta is None
+    assert _cell(board, "text-a", "sasrec", "Δ NDCG@10 vs baseline") == (
+        "– (baseline trained to a fixed epoch cap)"
+    )
+
+
+def test_both_ndcg_columns_and_which_one_papers_use(store):
+    board = _board()
+    full = board.tables[0]
+    row = next(r for r in full.rows if r.label == "text-minilm-frozen" and r.backbone == "sasrec")
+    kept = np.mean([run.per_user.sort("user")["history-kept:ndcg@10"].to_numpy() for run in row.runs], axis=0)
+    excluded = _cell(board, "text-minilm-frozen", "sasrec", "NDCG@10 history excluded")
+    shown = _cell(board, "text-minilm-frozen", "sasrec", "NDCG@10 history kept")
+    assert shown.startswith(f"{kept.mean():.4f} ± ")
+    assert float(shown.split()[0]) <= float(excluded.split()[0])
+    assert "RecBole, UniSRec, VQ-Rec and most papers" in board.markdown.split("## ")[1]
+    # a run recorded before history-kept existed says so instead of showing a number
+    assert _cell(board, "text-minilm-frozen", "sasrec", "NDCG@10 (sampled) history kept", 2) == (
+        "– (not recorded)"
+    )
+
+
+def test_protocol_line_names_the_tie_rules(store):
+    section = _board().markdown.split("## ")[1]
+    assert "tied scores pessimistic (eval.ties)" in section
+    assert "equal timestamps ordered by file order: 7 tied consecutive pairs" in section
+
+
+def test_history_kept_values_must_reproduce_the_summary(store):
+    tracker = Tracker("kept-tampered")
+    run_id = log_run(tracker, spec_for({"kind": "id"}), 0.5, rank_seed=1)
+    s = Store()
+    runs = s.finished_runs(s.experiments(["kept-tampered"]))
+    runs[0].per_user = runs[0].per_user.with_columns(runs[0].per_user["history-kept:ndcg@10"] * 0)
+    board = lb.build(runs, ["kept-tampered"], "2000-01-01", "x", "p")
+    assert not board.tables
+    assert (
+        "per-user history-kept:ndcg@10 averages" in dict((r.run_id, why) for r, why in board.left_out)[run_id]
+    )
+
+
+@pytest.mark.parametrize("groups", [1, 3, 14])
+def test_plot_layout_keeps_labels_legend_and_title_apart(groups):
+    """Long labels neither overlap each other nor sit under the legend; the legend is beside the bars."""
+    import matplotlib.pyplot as plt
+
+    from recbench.plots import Bar, BarPlot, render
+
+    plot = BarPlot(
+        "p.png",
+        "movielens-100k (cold_item, SAMPLED candidates (target + 20 negatives)): NDCG@10 on warm and cold "
+        "targets, 95% CI",
+        "NDCG@10",
+        tuple(
+            (f"text-minilm-top2-bf16-{i} / gru4rec", (Bar("warm", 0.3, 0.2, 0.4), Bar("cold", 0.1, 0.0, 0.2)))
+            for i in range(groups)
+        ),
+        lines=(("none / pop (floor)", 0.15),),
+    )
+    fig = render(plot)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        labels = [t.get_window_extent(renderer) for t in ax.get_xticklabels()]
+        assert all(not a.overlaps(b) for a, b in zip(labels, labels[1:]))
+        axes_box = ax.get_window_extent(renderer)
+        legend_box = ax.get_legend().get_window_extent(renderer)
+        assert legend_box.x0 >= axes_box.x1  # outside, right of the bars
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none / pop (floor)", "warm", "cold"]
+        title_box = ax.title.get_window_extent(renderer)
+        assert title_box.width <= fig.get_window_extent(renderer).width  # wrapped, not clipped
+    finally:
+        plt.close(fig)
