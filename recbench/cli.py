@@ -252,7 +252,8 @@ def leaderboard(
         list[str] | None,
         typer.Option(
             "--experiment",
-            help="MLflow experiment to read (repeatable). Default: every experiment holding recbench runs.",
+            help="MLflow experiment to read (repeatable). Default: the experiments the shipped recipes "
+            "declare (not smoke runs, not other experiments in the store).",
         ),
     ] = None,
     output: Annotated[Path, typer.Option("--output", help="Markdown file; plots go beside it.")] = Path(
@@ -269,14 +270,11 @@ def leaderboard(
 ) -> None:
     """Write LEADERBOARD.md (and plots) from the FINISHED runs in MLflow, one table per dataset and protocol."""
     from recbench import leaderboard as lb
-    from recbench.tracking import RunLookupError, Store
 
     try:
-        store = Store()
-        experiments = store.experiments(experiment)
-    except RunLookupError as exc:
+        experiments, runs = lb.select_runs(experiment)  # refuses (creating nothing) when there is no run
+    except lb.Refusal as exc:
         _fail(str(exc), 2)
-    runs = store.finished_runs(experiments)
     date = (lb.recorded_date(output) if check else None) or lb.today()
     board = lb.build(
         runs,
