@@ -27,7 +27,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: list the cards, fetch files, print statistics.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 recipes_app = typer.Typer(
-    help="The recipes shipped with recbench: list them, print one, copy one to edit.",
+    help="The recipes shipped with recbench: `recbench recipes` lists them, `show NAME` prints one, "
+    "`copy NAME [DEST]` writes one to edit; `recbench run NAME` runs one.",
     invoke_without_command=True,
 )
 app.add_typer(recipes_app, name="recipes")
