@@ -168,7 +168,6 @@ def validate(
     """Validate recipes (keys, values, combinations, K against the catalogue) without running anything."""
     from recbench.config import RecipeError, expand, load_recipe
     from recbench.data.schema import DataError
-    from recbench.runner import check_against_cards
     from recbench.shipped import find_recipe
 
     failed = False
@@ -177,6 +176,8 @@ def validate(
             found = find_recipe(path)
             recipe = load_recipe(found)
             runs = expand(recipe)
+            from recbench.runner import check_against_cards  # imports torch: only once a recipe parsed
+
             check_against_cards(runs)
             shipped = "" if found == path else f"  (shipped: {found})"
             typer.echo(f"ok  {path}  ({len(runs)} run{'s' * (len(runs) != 1)}){shipped}")
@@ -305,8 +306,11 @@ def leaderboard(
 
 @data_app.command("list")
 def data_list() -> None:
-    """Every data card: name, domain, modalities, size, and whether its files are cached."""
-    from recbench.data.cards import all_cards
+    """Every data card: name, domain, modalities, size, and whether its files are cached. A card file that
+    cannot be read is named with its problem after the table (exit 2); the other cards are still listed."""
+    from rich.markup import escape
+
+    from recbench.data.cards import all_cards, broken_cards
     from recbench.data.download import recbench_home
 
     Console().print(cards_table(all_cards().values()))
@@ -316,6 +320,10 @@ def data_list() -> None:
         "card NAME` prints a card in full).",
         highlight=False,
     )
+    for problem in broken_cards().values():
+        err.print(f"[bold red]invalid card[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if broken_cards():
+        raise typer.Exit(2)
 
 
 def cards_table(cards) -> Table:

@@ -13,11 +13,13 @@ the skip-if-done key).
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import itertools
 import json
 import re
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -33,7 +35,43 @@ class RecipeError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every recipe section: unknown keys are errors, values are frozen, and no float field accepts nan or
+    +-inf (YAML's `.nan`/`.inf`): a bound such as `lr <= 1` is meaningless for nan, which compares false with
+    everything, so the message would otherwise be a misleading bound violation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def check_template(template: str) -> str:
+    """An item-text template (recipe or data card), checked when it is declared rather than when the items
+    are rendered after the download: a Python format string whose fields are plain column names.
+
+    Refused: unbalanced braces, positional or attribute/index fields (`{}`, `{0}`, `{title.x}`), unknown
+    conversions and format specs that fail on a missing value (missing values render as '')."""
+    fix = "write each field as {column}, e.g. '{title} ({year})', and a literal brace as {{ or }}"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"text template {template!r} is not a valid template ({exc}): {fix}") from None
+    fields = []
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if not field.isidentifier():
+            raise ValueError(f"text template {template!r}: {{{field}}} is not a column name: {fix}")
+        if conversion not in (None, "s", "r", "a"):
+            raise ValueError(f"text template {template!r}: unknown conversion !{conversion} in {{{field}}}")
+        if spec:
+            try:
+                format("", spec)
+            except ValueError as exc:
+                raise ValueError(
+                    f"text template {template!r}: format spec {spec!r} of {{{field}}} fails on text ({exc})"
+                ) from None
+        fields.append(field)
+    if not fields:
+        raise ValueError(f"text template {template!r} names no field: {fix}")
+    return template
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -71,6 +109,11 @@ class DatasetSection(Strict):
         ge=1,
         description="Keep only the first N users (by id order): for smoke tests, never benchmarks.",
     )
+
+    @field_validator("text_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        return v if v is None else check_template(v)
 
 
 # --------------------------------------------------------------------------------------------- split
@@ -650,7 +693,42 @@ def fingerprint(obj: Any) -> str:
 # --------------------------------------------------------------------------------------------- loading
 
 
+MAX_YAML_NODES = 100_000  # recipes have hundreds of nodes, the largest data card a few thousand
+
+
+def yaml_nodes_over(data: Any, limit: int = MAX_YAML_NODES) -> bool:
+    """True when `data` (parsed YAML) has more than `limit` nodes once every alias is expanded.
+
+    Why: YAML aliases make a 500-byte document (a "billion laughs") expand into billions of nodes, and the
+    parser returns it in microseconds as shared references; whatever walks it next (a deep copy, pydantic)
+    then runs out of memory minutes later. Aliases stay allowed in small documents; the walk stops as soon as
+    the budget is spent, so a bomb, or an alias that contains itself, is refused at once."""
+    stack, count = [data], 1
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            children = [*node.keys(), *node.values()]
+        elif isinstance(node, (list, tuple)):
+            children = list(node)
+        else:
+            continue
+        count += len(children)
+        if count > limit:
+            return True
+        stack.extend(children)
+    return False
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a YAML error: the problem and where (line, column), without PyYAML's echo of the text."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def parse_overrides(overrides: list[str] | None) -> list[tuple[list[str], Any]]:
+    """`--set KEY=VALUE` items as (key path, value); VALUE is read as YAML (so `3e-4` is a number and
+    `[1, 2]` a list), and a value that is not YAML is an error naming the override."""
     out = []
     for item in overrides or []:
         if "=" not in item:
@@ -659,7 +737,16 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[list[str], Any]]:
         path = [p for p in key.strip().split(".") if p]
         if not path:
             raise RecipeError(f"--set has an empty key in '{item}'")
-        out.append((path, yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(
+                f"--set '{item}': the value {raw!r} is not valid YAML ({_yaml_problem(exc)}); fix it, or quote "
+                f"a value meant as text: --set \"{key}='{raw}'\""
+            ) from None
+        if yaml_nodes_over(value):
+            raise RecipeError(f"--set '{item}': the value expands to more than {MAX_YAML_NODES} YAML nodes")
+        out.append((path, value))
     return out
 
 
@@ -675,18 +762,54 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+def _plain(value: Any) -> Any:
+    """JSON for the YAML values that are not plain data: a date (YAML reads an unquoted 2024-01-01 as one)
+    becomes its ISO text; anything else (`!!binary`, `!!set`) is refused with the value named."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    raise TypeError(
+        f"the {type(value).__name__} value {value!r:.60} is not plain YAML data (text, numbers, lists, "
+        "mappings): write it as quoted text"
+    )
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe; errors are :class:`RecipeError` with a fix in the message."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column {column}): "
+            "save the recipe as UTF-8"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if yaml_nodes_over(raw):
+        raise RecipeError(
+            f"{path}: the YAML expands to more than {MAX_YAML_NODES} nodes (aliases `*name` repeating "
+            "anchored `&name` blocks, perhaps one inside another): a recipe needs a few hundred; write the "
+            "sections out or use `grid:`/`runs:`"
+        )
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (name, dataset, encoder, ...)")
-    return recipe_from_dict(apply_overrides(raw, overrides), source=str(path))
+    try:
+        raw = json.loads(json.dumps(raw, default=_plain))
+    except TypeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    recipe = recipe_from_dict(apply_overrides(raw, overrides), source=str(path))
+    check_encoder_depths(recipe, source=str(path))
+    return recipe
 
 
 def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
@@ -694,6 +817,75 @@ def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
         raise RecipeError(format_validation_error(exc, source)) from None
+
+
+def check_encoder_depths(recipe: Recipe, source: str = "<recipe>") -> None:
+    """Refuse `mode: top_k` with more layers than a tower has, before any data is loaded.
+
+    The depth comes from the model's config (never its weights), read offline: a local folder, the packaged
+    copy of an alias, or the local hub cache. A hub id not available offline is not refused here: the check
+    runs again when the model loads. Config code from the hub is never run here (trust_remote_code=False);
+    a model that needs it is likewise checked at load."""
+    seen = set()
+    for spec in expand(recipe):
+        section = spec.encoder.content if spec.encoder.kind == "fusion" else spec.encoder
+        if section.kind not in ("text", "clip") or section.mode != "top_k":
+            continue
+        key = (section.kind, section.model, section.revision, getattr(section, "towers", "text"))
+        if key in seen:
+            continue
+        seen.add(key)
+        for tower, layers in _tower_depths(section, source).items():
+            if section.top_k > layers:
+                raise RecipeError(
+                    f"{source}: encoder '{spec.encoder.display}' has top_k: {section.top_k}, but the {tower} "
+                    f"tower of {section.model} has {layers} layers: set top_k between 1 and {layers}, or use "
+                    "mode: full to train every layer"
+                )
+
+
+def _tower_depths(section: Any, source: str) -> dict[str, int]:
+    """Layers per tower that top_k would split ({"text": 6}); {} when the config is not available offline."""
+    from recbench.encoders.pretrained import ALIASES, PACKAGED, quiet_loading
+
+    folder = Path(section.model).expanduser()
+    target: str | Path
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise RecipeError(
+                f"{source}: model folder {folder} has no config.json (save the model with save_pretrained)"
+            )
+        target = folder
+    else:
+        target = ALIASES.get(section.model, section.model)
+        package = PACKAGED.get(target) if section.revision is None else None
+        if package:
+            import importlib
+
+            try:
+                target = Path(importlib.import_module(package).get_model_path())
+            except ImportError:
+                pass
+    try:
+        from transformers import AutoConfig
+
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(
+                target,
+                revision=None if isinstance(target, Path) else section.revision,
+                local_files_only=True,
+                trust_remote_code=False,
+            )
+    except Exception:  # noqa: BLE001 - not cached, needs remote code, unreadable: checked again at load
+        return {}
+    if section.kind == "text":
+        towers = {"text": config}
+    else:
+        wanted = ("text", "image") if section.towers == "both" else (section.towers,)
+        subs = {"text": "text_config", "image": "vision_config"}
+        towers = {t: getattr(config, subs[t], None) for t in wanted}
+    depths = {t: getattr(c, "num_hidden_layers", None) for t, c in towers.items()}
+    return {t: n for t, n in depths.items() if isinstance(n, int)}
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -707,6 +899,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             hint = f"did you mean '{near[0]}'?" if near else f"valid keys here: {', '.join(sorted(valid))}"
             key_path = ".".join(_user_path(err["loc"]))
             lines.append(f"  - unknown key '{key_path}' in {source}: {hint}")
+        elif err["type"] == "finite_number":
+            lines.append(
+                f"  - {'.'.join(_user_path(err['loc'])) or where}: {err['input']!r} is not a number (YAML's "
+                ".nan and .inf are refused): give a finite value"
+            )
         else:
             lines.append(f"  - {'.'.join(_user_path(err['loc'])) or where}: {err['msg']}")
     return "\n".join(lines)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from recbench.config import MAX_YAML_NODES, check_template, yaml_nodes_over
 from recbench.data.adapters import ADAPTERS
 from recbench.data.schema import DataError
 from recbench.shipped import shipped_dir
@@ -85,6 +86,17 @@ class Mirror(_Strict):
         default_factory=dict, description="Adapter options (columns, separators)."
     )
     note: str = ""
+
+    @field_validator("pip")
+    @classmethod
+    def _pip_requirement(cls, v: str | None) -> str | None:
+        """The value is handed to `pip download` as its requirement; one starting with '-' would be read as an
+        option (another index, a config file), so a card could redirect the download."""
+        if v is not None and (not v.strip() or v.strip().startswith("-")):
+            raise ValueError(
+                f"pip: {v!r} is not a requirement (write a package and version, e.g. recbole==1.2.1)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -191,6 +203,11 @@ class DataCard(_Strict):
     prose: str = ""
     path: str = ""
 
+    @field_validator("text_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        return v if v is None else check_template(v)
+
     @property
     def slug(self) -> str:
         """File-system-safe name for cache folders: `amazon-2023:Books` -> `amazon-2023--books`."""
@@ -229,7 +246,12 @@ class DataCard(_Strict):
             local_hint=fill(self.local_hint),
             parameter_value=value,
         )
-        return DataCard.model_validate(data)
+        try:
+            return DataCard.model_validate(data)
+        except ValidationError as exc:
+            raise DataError(
+                f"{self.path or self.name}: {_problems(exc)} (with {placeholder} = {value!r})"
+            ) from None
 
     @model_validator(mode="after")
     def _preprocess_keys(self):
@@ -292,7 +314,12 @@ def _looked_in() -> str:
 
 
 def parse_card(path: Path) -> DataCard:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte offset {exc.start}): save the card as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the card ({exc.strerror or exc})") from None
     if not text.startswith("---"):
         raise DataError(f"{path}: a data card starts with YAML front matter between '---' lines")
     try:
@@ -303,6 +330,10 @@ def parse_card(path: Path) -> DataCard:
         meta = yaml.load(front, Loader=_SAFE_LOADER) or {}  # the C safe loader where built: 10x faster
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: front matter is not valid YAML: {exc}") from None
+    if yaml_nodes_over(meta):
+        raise DataError(
+            f"{path}: the front matter expands to more than {MAX_YAML_NODES} YAML nodes (aliases)"
+        )
     if not isinstance(meta, dict):
         raise DataError(
             f"{path}: the front matter must be a YAML mapping of keys (name, title, mirrors, ...)"
@@ -310,26 +341,44 @@ def parse_card(path: Path) -> DataCard:
     if "parameter_value" in meta:
         raise DataError(f"{path}: parameter_value is set by NAME:VALUE, not in the card")
     try:
-        return DataCard.model_validate({**meta, "prose": prose.strip(), "path": str(path)})
+        card = DataCard.model_validate({**meta, "prose": prose.strip(), "path": str(path)})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise DataError(f"{path}: invalid data card: {problems}") from None
+        raise DataError(f"{path}: invalid data card: {_problems(exc)}") from None
+    for value in card.parameter.choices if card.parameter else []:
+        card.specialise(value)  # a choice that makes an invalid card breaks this card, not a later command
+    return card
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 @lru_cache(maxsize=8)
-def _load_all(dirs: tuple[Path, ...]) -> dict[str, DataCard]:
+def _load_all(dirs: tuple[Path, ...]) -> tuple[dict[str, DataCard], dict[Path, str]]:
+    """(cards by name, broken card files -> why): one broken card never hides the others."""
     cards: dict[str, DataCard] = {}
+    broken: dict[Path, str] = {}
     for d in dirs:
         for path in sorted(d.glob("*.md")) if d.is_dir() else []:
             if path.name.lower() == "readme.md":
                 continue
-            card = parse_card(path)
+            try:
+                card = parse_card(path)
+            except DataError as exc:
+                broken[path] = str(exc)
+                continue
             cards.setdefault(card.name, card)
-    return cards
+    return cards, broken
 
 
 def all_cards() -> dict[str, DataCard]:
-    return _load_all(tuple(card_dirs()))
+    """Every card that parses; :func:`broken_cards` says which files did not and why."""
+    return _load_all(tuple(card_dirs()))[0]
+
+
+def broken_cards() -> dict[Path, str]:
+    """Card files that could not be read -> the problem (the message names the file)."""
+    return _load_all(tuple(card_dirs()))[1]
 
 
 def get_card(name: str) -> DataCard:
@@ -347,10 +396,17 @@ def get_card(name: str) -> DataCard:
                 f"Choices: {', '.join(card.parameter.choices)}"
             )
         return card
+    broken = broken_cards()
+    for path, problem in broken.items():
+        if path.stem == base:  # the card that was asked for is the broken one: say why
+            raise DataError(problem)
     near = difflib.get_close_matches(base, list(cards), n=3, cutoff=0.4)
     hint = (
         f" Did you mean {', '.join(repr(n) for n in near)}? `recbench data list` shows them all."
         if near
         else f" Known cards: {', '.join(cards)}."
     )
-    raise DataError(f"no data card named '{name}': looked in {_looked_in()}.{hint}")
+    unread = (
+        f" ({len(broken)} card file(s) could not be read: {', '.join(map(str, broken))})" if broken else ""
+    )
+    raise DataError(f"no data card named '{name}': looked in {_looked_in()}.{hint}{unread}")

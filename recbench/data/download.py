@@ -19,6 +19,7 @@ the adapter sees the same JSON lines as from the official files and applies the 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +145,16 @@ def fetch(card: DataCard, progress: Progress | None = None, notify: Notify | Non
             continue
         try:
             folder = _fetch_mirror(card, mirror, progress)
-        except (OSError, DataError, subprocess.SubprocessError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        except (
+            OSError,
+            DataError,
+            subprocess.SubprocessError,
+            zipfile.BadZipFile,
+            tarfile.TarError,
+            http.client.HTTPException,
+            EOFError,  # a truncated .gz
+            zlib.error,  # corrupt compressed data inside an archive
+        ) as exc:
             failures.append(f"{mirror.where}: {exc}")
             say(f"mirror failed: {failures[-1]}")
             continue
@@ -294,7 +305,11 @@ def _original_name(archive: Path) -> str:
 
 
 def download_url(url: str, dest: Path, progress: Progress | None = None, timeout: float = 30.0) -> None:
-    """Download to `dest`, resuming a `dest.part` left by an interrupted attempt (HTTP Range)."""
+    """Download to `dest`, resuming a `dest.part` left by an interrupted attempt (HTTP Range).
+
+    Whatever the server does wrong (a refused connection, an HTTP error, an answer that is not HTTP at all, a
+    broken Content-Length, a connection cut mid-body) is a DataError naming the problem, so the caller tries
+    the next mirror instead of stopping with a traceback."""
     part = dest.with_name(dest.name + ".part")
     done = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "recbench"})
@@ -309,15 +324,29 @@ def download_url(url: str, dest: Path, progress: Progress | None = None, timeout
         raise DataError(f"HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise DataError(f"cannot connect ({exc.reason})") from None
+    except http.client.HTTPException as exc:  # BadStatusLine, LineTooLong, RemoteDisconnected, ...
+        raise DataError(
+            f"the server did not answer in HTTP ({type(exc).__name__} {ascii(str(exc))[:80]})"
+        ) from None
+    except ValueError as exc:  # e.g. an unknown URL scheme
+        raise DataError(f"cannot download {url!r}: {exc}") from None
     with response:
         status = getattr(response, "status", 200)
         if done and status != 206:  # server ignored the Range: start over
             done = 0
         length = response.headers.get("Content-Length")
+        if length is not None and not length.strip().isdigit():
+            raise DataError(f"the server sent an invalid Content-Length ({length!r:.50})")
         total = done + int(length) if length is not None else None
         with open(part, "ab" if done else "wb") as fh:
             while True:
-                block = response.read(CHUNK)
+                try:
+                    block = response.read(CHUNK)
+                except http.client.HTTPException as exc:  # IncompleteRead: the connection was cut
+                    raise DataError(
+                        f"download of {url} broke off after {done} bytes ({type(exc).__name__}); run again "
+                        "to resume"
+                    ) from None
                 if not block:
                     break
                 fh.write(block)
@@ -330,7 +359,9 @@ def download_url(url: str, dest: Path, progress: Progress | None = None, timeout
 
 
 def pip_download(requirement: str, dest: Path) -> Path:
-    """`python -m pip download --no-deps --only-binary=:all: REQ` into a temporary folder -> the wheel."""
+    """`python -m pip download --no-deps --only-binary=:all: -- REQ` into a temporary folder -> the wheel."""
+    if not requirement.strip() or requirement.strip().startswith("-"):
+        raise DataError(f"pip mirror {requirement!r} is not a requirement (e.g. recbole==1.2.1); refused")
     with tempfile.TemporaryDirectory(dir=dest, prefix=".pip-") as tmp:
         cmd = [
             sys.executable,
@@ -344,6 +375,7 @@ def pip_download(requirement: str, dest: Path) -> Path:
             "-q",
             "-d",
             tmp,
+            "--",  # what follows is the requirement, never an option (a card cannot pass --index-url)
             requirement,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -381,6 +413,39 @@ def _inside(base: Path, name: str) -> Path:
     return dest
 
 
+_TAR_KINDS = {
+    tarfile.FIFOTYPE: "a FIFO (named pipe)",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+}
+
+
+def _extract_tar(archive: Path, dest: Path, prefix: str) -> None:
+    """Only directories and regular files, written by us: never the archive's modes (no setuid bit, no
+    world-writable file), owners or special files. A FIFO would make the checksum step block forever and a
+    device or link could reach outside the cache, so any entry that is neither is refused, naming it."""
+    with tarfile.open(archive) as tf:
+        members = [m for m in tf.getmembers() if m.name.startswith(prefix)]
+        for m in members:
+            _inside(dest, m.name)
+            if m.issym() or m.islnk():
+                raise DataError(f"archive entry {m.name!r} is a link; refused")
+            if not (m.isreg() or m.isdir()):
+                what = _TAR_KINDS.get(m.type, f"of tar type {m.type!r}")
+                raise DataError(f"archive entry {m.name!r} is {what}, not a regular file or folder; refused")
+        for m in members:
+            target = _inside(dest, m.name)
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tf.extractfile(m)
+            if source is None:  # pragma: no cover - a regular member always has a file object
+                raise DataError(f"archive entry {m.name!r} cannot be read")
+            with source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, CHUNK)
+
+
 def safe_extract(archive: Path, dest: Path, kind: str, member_root: str = "") -> None:
     """Extract (only entries under `member_root` when given); entries escaping `dest` are refused."""
     prefix = member_root.strip("/") + "/" if member_root else ""
@@ -392,13 +457,7 @@ def safe_extract(archive: Path, dest: Path, kind: str, member_root: str = "") ->
             for m in members:
                 zf.extract(m, dest)
     elif kind == "tar":
-        with tarfile.open(archive) as tf:
-            members = [m for m in tf.getmembers() if m.name.startswith(prefix)]
-            for m in members:
-                _inside(dest, m.name)
-                if m.issym() or m.islnk():
-                    raise DataError(f"archive entry {m.name!r} is a link; refused")
-            tf.extractall(dest, members=members)  # noqa: S202 - every member checked above
+        _extract_tar(archive, dest, prefix)
     elif kind == "gz":
         import gzip
 
