@@ -41,6 +41,10 @@ TAG_TORCH = "recbench.torch"
 TAG_DEVICE = "recbench.device"
 TAG_VERSION = "recbench.version"
 TAG_COMMIT = "recbench.git_commit"
+# MLflow 3's UI opens an experiment by its kind: without this tag a new experiment may open in the GenAI
+# "Traces" view; recbench runs are model training runs (value from MLflow's UI, `CUSTOM_MODEL_DEVELOPMENT`)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def _quiet_mlflow() -> None:
@@ -90,7 +94,12 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        self.experiment_id = (
+            exp.experiment_id if exp else self.client.create_experiment(experiment, tags=kind)
+        )
+        if exp and EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older recbench: open it as training runs
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         self.experiment = experiment
 
     def reusable_result(
@@ -137,6 +146,10 @@ class Tracker:
             reason = f"{type(exc).__name__}: {exc}"[:5000]
             try:
                 self.client.set_tag(handle.run_id, TAG_FAILURE, reason)
+                # the status column is easy to miss: the name and description say it too (a FINISHED rerun
+                # of the same name is then told apart at a glance in the UI's runs table)
+                self.client.update_run(handle.run_id, name=f"{run_name} [FAILED]")
+                self.client.set_tag(handle.run_id, "mlflow.note.content", f"FAILED: {reason}")
             finally:
                 self.client.set_terminated(handle.run_id, status="FAILED")
             raise

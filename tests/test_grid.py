@@ -339,6 +339,8 @@ def test_a_run_killed_mid_way_is_failed_and_redone_next_time(tiny_ml_dir, monkey
     results = run_recipe(recipe, Reporter(), RunOptions())
     assert fit.calls == 2 + 3  # the finished run is skipped; the killed one and the two never started train
     names = [r.name for r in results]
-    assert failed.info.run_name in names
+    assert (
+        failed.info.run_name.endswith(" [FAILED]") and failed.info.run_name.removesuffix(" [FAILED]") in names
+    )
     runs = _runs("tiny-grid")
     assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * 4

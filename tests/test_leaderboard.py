@@ -413,3 +413,22 @@ def test_plot_layout_keeps_labels_legend_and_title_apart(groups):
         assert title_box.width <= fig.get_window_extent(renderer).width  # wrapped, not clipped
     finally:
         plt.close(fig)
+
+
+def test_experiments_open_as_training_runs_and_failed_runs_say_so_by_name(tmp_path):
+    """MLflow UI: the experiment kind selects the classic runs view; a FAILED run's name differs from the
+    FINISHED rerun's."""
+    from recbench.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
+    Store().client.create_experiment("older")  # made before recbench set the kind
+    for name in ("fresh", "older"):
+        tracker = Tracker(name)
+        assert tracker.client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == (
+            MODEL_TRAINING_KIND
+        )
+    spec = spec_for({"kind": "id"})
+    failed = tracker.client.get_run(log_failed(tracker, spec))
+    finished = tracker.client.get_run(log_run(tracker, spec, 0.5, rank_seed=1))
+    assert failed.info.status == "FAILED" and finished.info.status == "FINISHED"
+    assert failed.info.run_name == f"{spec.run_name} [FAILED]" and finished.info.run_name == spec.run_name
+    assert failed.data.tags["mlflow.note.content"].startswith("FAILED: KeyboardInterrupt")
