@@ -79,7 +79,12 @@ def run(
         bool, typer.Option("--dry-run", help="Validate and list the runs; train nothing.")
     ] = False,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Local folder with the dataset files (no download).")
+        list[str] | None,
+        typer.Option(
+            "--data-dir",
+            help="Local folder with the dataset files (no download), for every dataset of the recipe; or "
+            "CARD=DIR for one card (repeat it for several datasets).",
+        ),
     ] = None,
     only: Annotated[
         str | None, typer.Option("--only", help="Run only runs whose name matches (glob).")
@@ -98,10 +103,10 @@ def run(
         from recbench.shipped import find_recipe
 
         parsed = load_recipe(find_recipe(recipe), set_)
-        from recbench.runner import RunOptions, check_against_cards, select_runs
+        from recbench.runner import RunOptions, check_against_cards, parse_data_dirs, select_runs
 
         options = RunOptions(
-            data_dir=str(data_dir) if data_dir else None,
+            data_dirs=parse_data_dirs(data_dir),
             only=only,
             max_runs=max_runs,
             skip_finished=not rerun,
@@ -135,12 +140,16 @@ def run(
         _fail(f"{exc} (the run is marked FAILED in MLflow)", 1)
     except KeyboardInterrupt:
         _fail("interrupted; the current run is marked FAILED in MLflow and will be redone next time", 130)
+    tables = [summary_table(results, parsed.train.valid_metric)]
+    if parsed.published:
+        from recbench.anchors import anchors_table
+
+        tables.append(anchors_table(results, parsed.published))
     if as_json:
         for result in results:
             sys.stdout.write(json.dumps(result.summary_json()) + "\n")
-        _out(stderr=True).print(summary_table(results, parsed.train.valid_metric))
-    else:
-        _out().print(summary_table(results, parsed.train.valid_metric))
+    for table in tables:
+        _out(stderr=as_json).print(table)
 
 
 def _command_line(recipe, set_, data_dir, only, max_runs, rerun) -> str:
@@ -150,8 +159,8 @@ def _command_line(recipe, set_, data_dir, only, max_runs, rerun) -> str:
     words = ["recbench", "run", str(recipe)]
     for item in set_ or []:
         words += ["--set", item]
-    if data_dir:
-        words += ["--data-dir", str(data_dir)]
+    for item in data_dir or []:
+        words += ["--data-dir", str(item)]
     if only:
         words += ["--only", only]
     if max_runs:

@@ -531,6 +531,34 @@ class RunSpec(Strict):
         return config_hash(self.model_dump(mode="json"))
 
 
+class PublishedFigure(Strict):
+    """A figure a paper or public code reports for one row of the recipe, printed beside recbench's own.
+
+    It never changes a run (not part of any hash); it says which row it is compared with and under which
+    ranking convention the source measured it, so the side-by-side table compares like with like.
+    """
+
+    source: str = Field(description="Who reports it, e.g. 'UniSRec (KDD 2022), Table 2'.")
+    dataset: str = Field(description="Data card of the row compared with.")
+    encoder: str = Field(description="Encoder label of the row compared with (e.g. id).")
+    backbone: str = Field(description="Backbone kind of the row compared with (e.g. sasrec).")
+    split: str = Field("leave_one_out", description="Split kind of the row compared with.")
+    loss: str | None = Field(None, description="Training loss of the row compared with (unset: any).")
+    convention: Literal["history-kept", "history-excluded"] = Field(
+        "history-kept", description="Whether the source ranks the user's history items (most papers do)."
+    )
+    protocol: str = Field("", description="The source's protocol in a few words (loss, split, ranking).")
+    metrics: dict[str, float] = Field(description="Metric -> value, e.g. {hr@10: 0.108, ndcg@10: 0.0553}.")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if not _METRIC_RE.match(name):
+                raise ValueError(f"'{name}' is not a metric; use hr@K, ndcg@K or mrr@K (Recall@K is hr@K)")
+        return v
+
+
 class Recipe(Strict):
     """A comparison: shared sections, optionally a grid of alternatives."""
 
@@ -552,6 +580,10 @@ class Recipe(Strict):
     )
     baseline: str | None = Field(
         None, description="Encoder label every other run is compared with (default: the first `id` encoder)."
+    )
+    published: list[PublishedFigure] = Field(
+        default_factory=list,
+        description="Published figures printed beside recbench's for the same rows (never part of a run).",
     )
 
     @model_validator(mode="before")
@@ -596,6 +628,21 @@ class Recipe(Strict):
         labels = sorted({spec.encoder.display for spec in specs})
         if self.baseline is not None and self.baseline not in labels:
             raise ValueError(f"baseline '{self.baseline}' is not an encoder label of this recipe: {labels}")
+        rows = {
+            (x.dataset.name, x.encoder.display, x.backbone.kind, x.split.kind, x.train.loss) for x in specs
+        }
+        for i, fig in enumerate(self.published):
+            if not any(
+                r[:4] == (fig.dataset, fig.encoder, fig.backbone, fig.split) and fig.loss in (None, r[4])
+                for r in rows
+            ):
+                raise ValueError(
+                    f"published[{i}] ({fig.source}) compares with {fig.dataset}/{fig.split}/{fig.encoder}/"
+                    f"{fig.backbone}"
+                    + (f" (loss {fig.loss})" if fig.loss else "")
+                    + ", which no run of this "
+                    "recipe is: fix its dataset, encoder, backbone, split or loss"
+                )
         return self
 
 

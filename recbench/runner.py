@@ -46,6 +46,7 @@ from recbench.training import FitConfig, History, LossSpec, fit
 @dataclass
 class RunOptions:
     data_dir: str | None = None  # overrides dataset.data_dir of every run
+    data_dirs: dict[str, str] | None = None  # card name -> folder ("" -> every run); after data_dir
     only: str | None = None  # glob over run names
     max_runs: int | None = None
     skip_finished: bool = True
@@ -53,13 +54,36 @@ class RunOptions:
     command: str | None = None  # the command line that started the runs (a run tag; the leaderboard shows it)
 
 
+def parse_data_dirs(values: list[str] | None) -> dict[str, str]:
+    """`--data-dir` values: `DIR` (every dataset) or `CARD=DIR` (one card) -> {card or "": folder}."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        card, sep, folder = value.partition("=")
+        if sep and card and not card.startswith((".", "/", "~")):
+            try:
+                get_card(card)
+            except DataError as exc:
+                raise RecipeError(f"--data-dir {value}: {exc}") from None
+            out[card] = folder
+        else:
+            out[""] = value
+    return out
+
+
 def select_runs(recipe: Recipe, options: RunOptions) -> list[RunSpec]:
     runs = expand(recipe)
-    if options.data_dir:
-        runs = [
-            r.model_copy(update={"dataset": r.dataset.model_copy(update={"data_dir": options.data_dir})})
-            for r in runs
-        ]
+    folders = {"": options.data_dir} if options.data_dir else {}
+    folders.update(options.data_dirs or {})
+
+    def folder_of(spec: RunSpec) -> str | None:
+        return folders.get(spec.dataset.name, folders.get(""))
+
+    runs = [
+        r.model_copy(update={"dataset": r.dataset.model_copy(update={"data_dir": folder_of(r)})})
+        if folder_of(r)
+        else r
+        for r in runs
+    ]
     if options.only:
         pattern = options.only if any(c in options.only for c in "*?[") else f"*{options.only}*"
         runs = [r for r in runs if fnmatch.fnmatch(r.run_name, pattern)]
@@ -260,7 +284,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
     reporter.stage(
         f"{data.num_users} users, {data.num_items} items, {data.num_interactions} interactions; "
         f"{len(split.valid)} valid / {len(split.test)} test users ({spec.split.kind}); "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)}"
     )
 
     def content() -> ItemContent:
