@@ -49,6 +49,22 @@ def test_constant_columns_move_to_the_title_and_every_row_is_shown():
     assert "dataset" not in header and "split" not in header and "NDCG@10 cold" in text
 
 
+def test_summary_shows_the_history_kept_ndcg_and_a_capped_run():
+    capped = _result("id", 0.1141)
+    capped.metrics["test/history-kept"] = {"ndcg@10": 0.0587}
+    capped.cost.stop_reason = "max_epochs"
+    early = _result("text-minilm-frozen", 0.0839)
+    early.cost.stop_reason = "early_stopping"
+    console = Console(width=250, record=True)
+    console.print(summary_table([capped, early]))
+    lines = console.export_text().splitlines()
+    assert any("hist. kept" in line for line in lines[:5])
+    (id_row,) = [line for line in lines if "│ id " in line]
+    assert "0.0587" in id_row and "12 (cap)" in id_row
+    (frozen_row,) = [line for line in lines if "frozen" in line]
+    assert "(cap)" not in frozen_row and "-" in frozen_row  # no history-kept value recorded: a dash
+
+
 # --- progress without a terminal (issue 15) -------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@ from recbench.data.preprocess import Preprocessing, preprocess
 from recbench.data.readers import BadLines, locate
 from recbench.data.schema import SequenceData
 
-PROCESSING_VERSION = 2  # bump when preprocessing changes what a fingerprint means (2: bad values are bad lines)
+# bump when preprocessing changes what a fingerprint means (2: bad values are bad lines, not nulls)
+PROCESSING_VERSION = 2
 
 
 def resolve_preprocessing(section: DatasetSection, card: DataCard) -> Preprocessing:
