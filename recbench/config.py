@@ -304,6 +304,18 @@ class BERT4RecSection(Strict):
     mask_prob: float = Field(
         0.2, gt=0, lt=1, description="Probability that a training position is masked and predicted (cloze)."
     )
+    last_item_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of training windows that mask only their last item (the paper's extra samples that "
+        "mimic inference); 0 = none. Chosen on validation NDCG@10 (benchmarks/bert4rec_choices.py).",
+    )
+    head_norm: bool = Field(
+        True,
+        description="LayerNorm at the end of the prediction head (BERT's and RecBole's head). Chosen on "
+        "validation NDCG@10 (benchmarks/bert4rec_choices.py).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):

@@ -81,7 +81,9 @@ class Recommender(nn.Module):
         """
         keep = inputs > 0  # (B, L)
         if self.objective == "cloze":
-            masked = cloze_positions(targets > 0, mask_prob, generator)  # (B, L)
+            masked = cloze_positions(
+                targets > 0, mask_prob, generator, self.backbone.last_item_share
+            )  # (B, L)
             targets = torch.where(masked, targets, torch.zeros_like(targets))
         if all_items:
             ids = torch.arange(self.num_items + 1, device=inputs.device)
@@ -117,14 +119,21 @@ class Recommender(nn.Module):
         return score
 
 
-def cloze_positions(eligible: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+def cloze_positions(
+    eligible: torch.Tensor, prob: float, generator: torch.Generator, last_item_share: float = 0.0
+) -> torch.Tensor:
     """(B, L) bool: each eligible position masked with probability `prob`; a row with eligible positions
-    but no draw gets its last eligible position masked (the position inference predicts)."""
+    but no draw gets its last eligible position masked (the position inference predicts). With
+    `last_item_share` > 0 that share of rows (drawn per row) masks only its last eligible position."""
     draw = torch.rand(eligible.shape, generator=generator).to(eligible.device) < prob
     masked = draw & eligible
+    last = eligible.shape[1] - 1 - eligible.flip(1).float().argmax(dim=1)  # (B,) last eligible column
+    if last_item_share > 0:
+        only_last = (torch.rand(len(eligible), generator=generator) < last_item_share).to(eligible.device)
+        masked[only_last] = False
+        masked[only_last, last[only_last]] = eligible[only_last, last[only_last]]
     none = ~masked.any(dim=1) & eligible.any(dim=1)  # (B,)
     if bool(none.any()):
-        last = eligible.shape[1] - 1 - eligible.flip(1).float().argmax(dim=1)  # (B,) last eligible column
         masked[none, last[none]] = True
     return masked
 
@@ -186,6 +195,8 @@ def build_backbone(section: BackboneSection, max_len: int) -> Backbone:
             dropout=section.dropout,
             attn_dropout=section.attn_dropout,
             mask_prob=section.mask_prob,
+            last_item_share=section.last_item_share,
+            head_norm=section.head_norm,
         )
     raise TypeError(f"unknown backbone section {section!r}")
 

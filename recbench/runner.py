@@ -315,7 +315,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
         seed=spec.seed,
     )
     if model.trainable:
-        history = _train(spec, model, split, protocol, device, generator, reporter, handle)
+        history = train_stage(spec, model, split, protocol, device, generator, reporter, handle)
     else:
         reporter.stage(f"{spec.backbone.kind}: nothing to train")
         history = History(stop_reason="not_trained")
@@ -394,7 +394,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
     return result
 
 
-def _train(spec, model, split, protocol, device, generator, reporter, handle) -> History:
+def train_stage(spec, model, split, protocol, device, generator, reporter, handle) -> History:
     """Stage 3: early-stopped training on the split's training sequences; per-epoch metrics to MLflow."""
     windows = make_windows(
         split.train, spec.train.max_len, spec.train.stride, shift=model.backbone.shifted_windows

@@ -218,3 +218,17 @@ def test_stop_reason_is_early_stopping_when_patience_runs_out():
     cfg = FitConfig(LossSpec("ce"), batch_size=2, max_epochs=10, patience=1, lr=0.05)
     history = fit(model, windows, lambda: {"ndcg@10": 0.0}, cfg, torch.Generator().manual_seed(0))
     assert history.stop_reason == "early_stopping" and len(history.epochs) == 2
+
+
+def test_last_item_share_masks_only_the_last_eligible_position_of_chosen_rows():
+    eligible = torch.tensor([[False, True, True, True]] * 400)
+    g = torch.Generator().manual_seed(0)
+    masked = cloze_positions(eligible, 0.5, g, last_item_share=0.3)
+    only_last = masked[:, 3] & ~masked[:, :3].any(dim=1)
+    share = only_last.float().mean().item()
+    # chosen rows (30%) mask only the last; other rows do so by chance with p = 0.5 * 0.5^2 (+ forced rows)
+    assert 0.3 + 0.7 * 0.125 - 0.06 < share < 0.3 + 0.7 * (0.125 + 0.125) + 0.06
+    assert not (masked & ~eligible).any() and masked.any(dim=1).all()
+    plain = cloze_positions(eligible, 0.5, torch.Generator().manual_seed(0))
+    again = cloze_positions(eligible, 0.5, torch.Generator().manual_seed(0), last_item_share=0.0)
+    assert torch.equal(plain, again)  # share 0 draws nothing extra: old runs are reproduced bit for bit

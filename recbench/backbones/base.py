@@ -18,6 +18,7 @@ class Backbone(nn.Module):
     objective: ClassVar[str] = "causal"
     dim: int
     mask_prob: float = 0.0  # cloze backbones: share of training positions masked and predicted
+    last_item_share: float = 0.0  # cloze backbones: share of windows that mask only their last item
 
     @property
     def shifted_windows(self) -> bool:

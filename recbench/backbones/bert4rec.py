@@ -42,10 +42,13 @@ class BERT4Rec(Backbone):
         dropout: float = 0.2,
         attn_dropout: float = 0.2,
         mask_prob: float = 0.2,
+        last_item_share: float = 0.0,
+        head_norm: bool = True,
     ):
         super().__init__()
         self.dim = dim
         self.mask_prob = mask_prob
+        self.last_item_share = last_item_share
         self.max_len = max_len
         self.position = nn.Embedding(max_len, dim)
         self.mask_vector = nn.Parameter(torch.zeros(dim))  # (D,) in item-vector space
@@ -54,7 +57,8 @@ class BERT4Rec(Backbone):
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, heads, inner, dropout, attn_dropout, "post") for _ in range(layers)
         )
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim, eps=1e-12))
+        norm = nn.LayerNorm(dim, eps=1e-12) if head_norm else nn.Identity()
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), norm)
         init_weights(self)
         nn.init.normal_(self.mask_vector, std=0.02)
 
