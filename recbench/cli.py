@@ -197,6 +197,83 @@ def validate(
         raise typer.Exit(2)
 
 
+_RUN_REF = Annotated[str, typer.Argument(help="Run id, unique id prefix (4+ characters), or run name.")]
+_DATA_DIR = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the run's dataset lives now (default: as recorded).")
+]
+
+
+@app.command()
+def recommend(
+    run: _RUN_REF,
+    user: Annotated[str, typer.Option("--user", help="The user's raw id, as in the dataset's files.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="How many items.")] = 10,
+    keep_history: Annotated[
+        bool, typer.Option("--keep-history", help="Also recommend items the user already has.")
+    ] = False,
+    data_dir: _DATA_DIR = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per item on stdout.")] = False,
+) -> None:
+    """Top-K items for one user from a FINISHED run's checkpoint, with the dataset's raw ids (the user's
+    history excluded unless --keep-history)."""
+    import numpy as np
+    from rich.table import Table
+
+    from recbench.checkpoints import CheckpointError, load_run, recommendations_frame, user_index
+    from recbench.tracking import RunLookupError
+
+    try:
+        loaded = load_run(run, str(data_dir) if data_dir else None)
+        frame = recommendations_frame(loaded, np.array([user_index(loaded, user)]), k, keep_history)
+    except (RunLookupError, CheckpointError) as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        for row in frame.iter_rows(named=True):
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    titles = _item_titles(loaded.data)
+    table = Table(title=f"top {k} for user {user} ({loaded.spec.run_name}, run {loaded.run_id[:8]})")
+    for col in ("rank", "item", "score", "title"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for row in frame.iter_rows(named=True):
+        table.add_row(str(row["rank"]), row["item_id"], f"{row['score']:.4f}", titles.get(row["item_id"], ""))
+    _out().print(table)
+
+
+def _item_titles(data) -> dict[str, str]:
+    """Raw item id -> title, when the item table has one."""
+    if "title" not in data.items.columns:
+        return {}
+    return {i: t or "" for i, t in zip(data.item_ids, data.items["title"].to_list())}
+
+
+@app.command()
+def export(
+    run: _RUN_REF,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Items per user.")] = 10,
+    keep_history: Annotated[
+        bool, typer.Option("--keep-history", help="Also recommend items users already have.")
+    ] = False,
+    data_dir: _DATA_DIR = None,
+) -> None:
+    """Top-K items for every user of the run's dataset into a parquet file (user_id, rank, item_id, score),
+    with the dataset's raw ids; history excluded unless --keep-history."""
+    from recbench.checkpoints import CheckpointError, load_run
+    from recbench.checkpoints import export as export_all
+    from recbench.tracking import RunLookupError
+
+    try:
+        loaded = load_run(run, str(data_dir) if data_dir else None)
+        rows, seconds = export_all(loaded, output, k, keep_history)
+    except (RunLookupError, CheckpointError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(
+        f"wrote {rows} rows ({loaded.data.num_users} users x top {k}) to {output} in {seconds:.1f} s",
+        err=True,
+    )
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name.")],

@@ -389,6 +389,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
     )
     if handle:
         handle.set_tags({"recbench.stop_reason": history.stop_reason})
+        handle.log_checkpoint(model, data)
         handle.log_result(result, per_user_results(test_eval), spec.model_dump(mode="json"))
     reporter.run_end(result)
     return result

@@ -181,6 +181,14 @@ class RunHandle:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_checkpoint(self, model, data) -> None:
+        """The best model (safetensors) and the item index, under the artifact folder `checkpoint/`."""
+        from recbench.checkpoints import CHECKPOINT_DIR, write_checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_checkpoint(model, data, Path(tmp) / CHECKPOINT_DIR)
+            self.client.log_artifacts(self.run_id, str(folder), CHECKPOINT_DIR)
+
     def log_result(self, result: RunResult, per_user: pl.DataFrame | None, recipe: dict) -> None:
         final = {metric_key(g, m): v for g, group in result.metrics.items() for m, v in group.items()}
         final.update(
