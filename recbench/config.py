@@ -253,8 +253,83 @@ class NoEncoderSection(Strict):
         return self.label or "none"
 
 
+class RQVAESection(Strict):
+    """The semantic-ID tokenizer: an RQ-VAE over frozen content vectors (TIGER's settings by default, but
+    Adam and a few hundred epochs instead of Adagrad for 20k epochs: the catalogues here are ~10^4 items)."""
+
+    levels: int = Field(3, ge=1, le=8, description="Residual codebooks (codes per item before collisions).")
+    codebook_size: int = Field(256, ge=2, le=65536, description="Codes per codebook (K).")
+    latent_dim: int = Field(32, ge=2, le=4096, description="Width of the quantized latent.")
+    hidden: tuple[int, ...] = Field((512, 256, 128), description="Encoder MLP widths (decoder: mirrored).")
+    beta: float = Field(0.25, gt=0, le=10, description="Weight of the commitment loss.")
+    epochs: int = Field(200, ge=1, le=100_000, description="Passes over the catalogue's content vectors.")
+    batch_size: int = Field(1024, ge=1, le=1_000_000, description="Items per RQ-VAE step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of the RQ-VAE.")
+    kmeans_iters: int = Field(20, ge=0, le=10_000, description="Lloyd iterations of the k-means init.")
+    seed: int = Field(0, ge=0, description="Seed of the tokenizer (part of the code cache key).")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w < 1 or w > 65536 for w in v):
+            raise ValueError(f"hidden widths must be between 1 and 65536, got {list(v)}")
+        return v
+
+
+class SemanticIdEncoderSection(Strict):
+    """Items as short tuples of discrete codes learned from their content (TIGER's semantic IDs)."""
+
+    kind: Literal["semantic_id"] = "semantic_id"
+    codes: Literal["rqvae", "file"] = Field(
+        "rqvae",
+        description="rqvae: learn codes from `content` (an RQ-VAE over its frozen vectors); file: the codes the "
+        "data card declares (LC-Rec/LETTER .index.json).",
+    )
+    content: ContentEncoderSection | None = Field(
+        None, description="The frozen content encoder whose vectors are tokenized (codes: rqvae)."
+    )
+    tokenizer: RQVAESection = RQVAESection()
+    combine: Literal["sum", "prefix"] = Field(
+        "sum",
+        description="sum: one embedding per (level, code); prefix: one per code prefix (Singh et al.'s "
+        "prefix-n-gram).",
+    )
+    with_id: bool = Field(False, description="Add a learned ID embedding to the code embeddings.")
+    init_std: float = Field(0.02, gt=0, le=1, description="Std of the embeddings' initialisation.")
+    label: str | None = Field(None, description="Row name in tables (default: derived from the settings).")
+
+    @model_validator(mode="after")
+    def _source(self):
+        if self.codes == "rqvae":
+            if self.content is None:
+                raise ValueError(
+                    "codes: rqvae tokenizes a content encoder's vectors: add `content: {kind: text}` (or clip), "
+                    "or use codes: file for the codes the data card declares"
+                )
+            if self.content.mode != "frozen":
+                raise ValueError(
+                    f"the content encoder of semantic IDs must be frozen (got mode: {self.content.mode}): the "
+                    "codes are computed once from fixed vectors"
+                )
+        elif self.content is not None:
+            raise ValueError("codes: file reads the card's codes, no content encoder: drop `content`")
+        return self
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        source = f"rqvae({self.content.display})" if self.content is not None else "file"
+        return f"sid-{source}-{self.combine}" + ("+id" if self.with_id else "")
+
+
 EncoderSection = Annotated[
-    IdEncoderSection | TextEncoderSection | ClipEncoderSection | FusionEncoderSection | NoEncoderSection,
+    IdEncoderSection
+    | TextEncoderSection
+    | ClipEncoderSection
+    | FusionEncoderSection
+    | NoEncoderSection
+    | SemanticIdEncoderSection,
     Field(discriminator="kind"),
 ]
 
@@ -334,8 +409,33 @@ class PopSection(Strict):
     kind: Literal["pop"] = "pop"
 
 
+class TigerSection(Strict):
+    """Generative retrieval (TIGER, Rajput et al. 2023): an encoder-decoder transformer reads the history as
+    semantic-ID tokens and generates the next item's codes by beam search over the catalogue's code tuples.
+
+    Needs `encoder: {kind: semantic_id}` and `loss: ce` (cross-entropy over the codes); ranks only its beam:
+    every K of eval.ks must be at most `beam_width` (a target outside the beam ranks after it)."""
+
+    kind: Literal["tiger"] = "tiger"
+    dim: int = Field(128, ge=8, le=4096, description="Token width (TIGER: 128).")
+    layers: int = Field(4, ge=1, le=24, description="Encoder layers (TIGER: 4).")
+    decoder_layers: int = Field(4, ge=1, le=24, description="Decoder layers (TIGER: 4).")
+    heads: int = Field(4, ge=1, le=64, description="Attention heads (must divide dim; TIGER: 6 of width 64).")
+    inner: int = Field(1024, ge=8, le=16384, description="Feed-forward width (TIGER: 1024).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout (TIGER: 0.1).")
+    beam_width: int = Field(
+        20, ge=1, le=10_000, description="Beam width: items ranked per user (part of the protocol)."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        return self
+
+
 BackboneSection = Annotated[
-    SASRecSection | GRU4RecSection | BERT4RecSection | PopSection, Field(discriminator="kind")
+    SASRecSection | GRU4RecSection | BERT4RecSection | PopSection | TigerSection, Field(discriminator="kind")
 ]
 
 
@@ -534,6 +634,8 @@ class RunSpec(Strict):
             "popularity_head": self.eval.popularity_head,
             "popularity_tail": self.eval.popularity_tail,
             "history_bounds": list(self.eval.history_bounds),
+            # generative rows rank only their beam; runs without a beam keep their fingerprints unchanged
+            **({"beam_width": beam} if (beam := getattr(self.backbone, "beam_width", None)) else {}),
         }
 
     @property
@@ -671,6 +773,22 @@ def _check_spec(spec: RunSpec) -> None:
             "the most-popular baseline reads no item representation: use `backbone: {kind: pop}` together "
             "with `encoder: {kind: none}` (and `encoder: {kind: none}` only with the pop backbone)"
         )
+    beam = getattr(spec.backbone, "beam_width", None)
+    if beam is not None:
+        if spec.encoder.kind != "semantic_id" or spec.encoder.with_id:
+            raise ValueError(
+                f"backbone {spec.backbone.kind} generates semantic IDs: use `encoder: {{kind: semantic_id}}` "
+                "without with_id"
+            )
+        if spec.train.loss != "ce":
+            raise ValueError(
+                f"backbone {spec.backbone.kind} trains with cross-entropy over the codes: set train.loss: ce"
+            )
+        if max(spec.eval.ks) > beam:
+            raise ValueError(
+                f"eval.ks contains {max(spec.eval.ks)}, more than the beam width {beam}: a generative model "
+                f"ranks only its beam; raise backbone.beam_width to >= {max(spec.eval.ks)} or lower eval.ks"
+            )
 
 
 def expand(recipe: Recipe) -> list[RunSpec]:
@@ -979,10 +1097,12 @@ _ALL_TAGS = {
         ClipEncoderSection,
         FusionEncoderSection,
         NoEncoderSection,
+        SemanticIdEncoderSection,
         SASRecSection,
         GRU4RecSection,
         BERT4RecSection,
         PopSection,
+        TigerSection,
     )
 }
 

@@ -23,7 +23,9 @@ from recbench.config import (
     IdEncoderSection,
     PopSection,
     SASRecSection,
+    SemanticIdEncoderSection,
     TextEncoderSection,
+    TigerSection,
 )
 from recbench.data.content import ItemContent
 from recbench.encoders.base import ItemEncoder
@@ -161,6 +163,10 @@ def build_encoder(section: EncoderSection, content: ItemContent, dim: int) -> It
             build_encoder(section.content, content, dim),
             section.combine,
         )
+    if isinstance(section, SemanticIdEncoderSection):
+        from recbench.encoders.semantic_id import build_semantic_id_encoder
+
+        return build_semantic_id_encoder(section, content, dim)
     raise NotImplementedError(f"encoder kind '{section.kind}' is not available yet")
 
 
@@ -218,6 +224,10 @@ def build_model(
         from recbench.popularity import PopularityModel
 
         return PopularityModel(train_counts), EncoderReport()
+    if isinstance(backbone_section, TigerSection):
+        from recbench.generative import build_generative
+
+        return build_generative(encoder_section, backbone_section, content(), num_items, max_len, reporter)
     backbone = build_backbone(backbone_section, max_len)
     encoder = build_encoder(encoder_section, content(), dim=backbone.dim)
     report = encoder.prepare(reporter)

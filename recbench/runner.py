@@ -340,6 +340,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
         cuda_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         params_total=sum(p.numel() for p in params) + int(report.extra.get("frozen_params", 0)),
         params_trainable=sum(p.numel() for p in params if p.requires_grad),
+        **getattr(model, "cost_facts", dict)(),  # model-specific cost (a generative model's decoding)
     )
     result = RunResult(
         name=spec.run_name,

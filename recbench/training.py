@@ -153,7 +153,14 @@ def batch_loss(
     generator: torch.Generator,
     mask_prob: float = 0.0,
 ) -> tuple[torch.Tensor, TrainStates]:
-    """One training batch, as `fit` runs it: negatives, encoder + backbone, loss -> (loss, states)."""
+    """One training batch, as `fit` runs it: negatives, encoder + backbone, loss -> (loss, states).
+
+    A model whose loss is not a score over item vectors (generative retrieval, which predicts code tokens)
+    provides `own_loss(inputs, targets, catalogue, generator) -> (loss, states)` and is trained by the same
+    loop, early stopping and held-out-row rules as every other model."""
+    own_loss = getattr(model, "own_loss", None)
+    if own_loss is not None:
+        return own_loss(inputs, targets, catalogue, generator)
     extra = sample_extra_ids(spec, inputs, catalogue, generator)
     ts = model.train_states(
         inputs,

@@ -149,12 +149,18 @@ class ItemContent:
     template: str | None
     missing_text: str = "empty"
     missing_image: str = "blank"
+    data_dir: str | None = None  # the dataset folder the recipe gave (files a card declares beside it)
 
     @classmethod
     def from_data(
-        cls, data, template: str | None, missing_text: str = "empty", missing_image: str = "blank"
+        cls,
+        data,
+        template: str | None,
+        missing_text: str = "empty",
+        missing_image: str = "blank",
+        data_dir: str | None = None,
     ) -> ItemContent:
-        return cls(data.name, data.items, template, missing_text, missing_image)
+        return cls(data.name, data.items, template, missing_text, missing_image, data_dir)
 
     @property
     def num_items(self) -> int:
