@@ -109,6 +109,15 @@ class DatasetSection(Strict):
         ge=1,
         description="Keep only the first N users (by id order): for smoke tests, never benchmarks.",
     )
+    mix_with: tuple[DatasetSection, ...] = Field(
+        (),
+        description="Other datasets trained together with this one as one mixed catalogue (the source stage "
+        "of a transfer run): users and items of different datasets never share an index.",
+    )
+
+    @property
+    def label(self) -> str:
+        return "+".join([self.name, *(d.label for d in self.mix_with)])
 
     @field_validator("text_template")
     @classmethod
@@ -439,6 +448,43 @@ BackboneSection = Annotated[
 ]
 
 
+# --------------------------------------------------------------------------------------------- regimes
+
+
+class ScratchRegime(Strict):
+    """Train from scratch on the run's dataset (every run before transfer existed)."""
+
+    kind: Literal["scratch"] = "scratch"
+
+
+class TransferRegime(Strict):
+    """Pretrain on source datasets, then adapt to the run's dataset (NineRec, TransRec, AdapterRec, PeterRec).
+
+    The source stage is a scratch run of the same encoder and backbone on the sources' mixed catalogue (run
+    once, reused by every target row that names the same sources, like any FINISHED run). What transfers: the
+    content encoder, its projection and the backbone; never an ID table (a target ID row trains from its
+    initialisation, which is the IDRec baseline).
+    """
+
+    kind: Literal["transfer"] = "transfer"
+    source: tuple[DatasetSection, ...] = Field(min_length=1, description="Source datasets, trained together.")
+    source_train: TrainSection | None = Field(
+        None, description="Training of the source stage (default: train)."
+    )
+    mode: Literal["zero_shot", "full", "adapter"] = Field(
+        "full",
+        description="zero_shot: no target training; full: fine-tune everything (a text tower in top_k mode trains "
+        "its top layers); adapter: bottleneck adapters in every backbone block, only adapters, layer norms and "
+        "the encoder's projection train.",
+    )
+    adapter_dim: int = Field(
+        16, ge=1, le=4096, description="Bottleneck width of each adapter (mode adapter)."
+    )
+
+
+RegimeSection = Annotated[ScratchRegime | TransferRegime, Field(discriminator="kind")]
+
+
 # --------------------------------------------------------------------------------------------- train/eval
 
 
@@ -559,7 +605,7 @@ class Grid(Strict):
     seed: list[int] | None = None
 
 
-_RUN_SECTIONS = ("dataset", "split", "encoder", "backbone", "train", "eval")
+_RUN_SECTIONS = ("dataset", "split", "encoder", "backbone", "train", "eval", "regime")
 
 
 class RunVariant(Strict):
@@ -576,6 +622,7 @@ class RunVariant(Strict):
     backbone: BackboneSection | None = None
     train: TrainSection | None = None
     eval: EvalSection | None = None
+    regime: RegimeSection | None = None
     seed: int | None = Field(None, ge=0, description="This run's seed (unset: the recipe's seed).")
 
 
@@ -603,24 +650,34 @@ class RunSpec(Strict):
     backbone: BackboneSection
     train: TrainSection
     eval: EvalSection
+    regime: RegimeSection = ScratchRegime()
 
     @property
     def recipe_hash(self) -> str:
         """The skip-if-done key: every setting of the run, but not where its data lives (`data_dir`) nor
         the recipe/experiment names. What the data *is* is checked by the dataset fingerprint."""
         return _hash(
-            self.model_dump(mode="json", exclude={"name": True, "experiment": True, "dataset": {"data_dir"}})
+            _without_new_defaults(
+                self.model_dump(
+                    mode="json", exclude={"name": True, "experiment": True, "dataset": {"data_dir"}}
+                )
+            )
         )
 
     @property
     def run_name(self) -> str:
         split = self.split.kind
-        return f"{self.dataset.name}/{split}/{self.encoder.display}/{self.backbone.kind}/seed{self.seed}"
+        regime = "" if self.regime.kind == "scratch" else f"/transfer-{self.regime.mode}"
+        return f"{self.dataset.label}/{split}/{self.encoder.display}/{self.backbone.kind}{regime}/seed{self.seed}"
 
     def protocol(self) -> dict[str, Any]:
-        """What must match for two results to be ranked against each other (without the dataset's own hash)."""
+        """What must match for two results to be ranked against each other (without the dataset's own hash).
+        The training regime is not part of it: a transfer row is ranked against scratch rows on the same data."""
+        dataset = self.dataset.model_dump(mode="json", exclude={"data_dir", "text_template"})
+        if not dataset["mix_with"]:
+            del dataset["mix_with"]  # datasets before mixing existed: their fingerprints stay as they were
         return {
-            "dataset": self.dataset.model_dump(mode="json", exclude={"data_dir", "text_template"}),
+            "dataset": dataset,
             "split": self.split.model_dump(mode="json"),
             "max_len": self.train.max_len,
             "loss": self.train.loss,
@@ -686,6 +743,7 @@ class Recipe(Strict):
     backbone: BackboneSection | None = None
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
+    regime: RegimeSection = ScratchRegime()
     grid: Grid | None = None
     runs: list[RunVariant] | None = Field(
         None,
@@ -762,6 +820,8 @@ class Recipe(Strict):
 
 def _check_spec(spec: RunSpec) -> None:
     """Combinations that cannot work, refused before any data is loaded."""
+    if spec.regime.kind == "transfer":
+        _check_transfer(spec)
     if spec.train.valid_metric.split("@")[1] not in {str(k) for k in spec.eval.ks}:
         raise ValueError(
             f"train.valid_metric {spec.train.valid_metric} needs its K in eval.ks {list(spec.eval.ks)}"
@@ -791,6 +851,25 @@ def _check_spec(spec: RunSpec) -> None:
             )
 
 
+def _check_transfer(spec: RunSpec) -> None:
+    regime = spec.regime
+    if spec.backbone.kind == "pop":
+        raise ValueError("the most-popular baseline learns nothing to transfer: use regime scratch for it")
+    names = [d.name for d in regime.source]
+    if spec.dataset.name in names or spec.dataset.mix_with:
+        raise ValueError(
+            f"regime.source lists the target dataset {spec.dataset.name}: the source stage would train on the "
+            "target's validation and test items; list only other datasets"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"regime.source lists a dataset twice: {names}")
+    if regime.mode in ("zero_shot", "adapter") and spec.encoder.kind in ("id", "none"):
+        raise ValueError(
+            f"regime.mode {regime.mode} keeps the item representation from the source, but an ID table never "
+            "transfers (target items are other items): use a content encoder (text, clip, fusion) or mode full"
+        )
+
+
 def expand(recipe: Recipe) -> list[RunSpec]:
     """Every run: each `runs:` entry (or the shared sections alone) times every combination of the grid's
     axes, in a stable order (entry, then dataset, split, backbone, encoder, seed)."""
@@ -817,6 +896,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                     experiment=recipe.experiment,
                     train=pick("train"),
                     eval=pick("eval"),
+                    regime=pick("regime"),
                     **chosen,
                 )
             )
@@ -830,12 +910,13 @@ def expand(recipe: Recipe) -> list[RunSpec]:
         hashes[run.recipe_hash] = i
     labels = {}
     for run in runs:
-        key = (run.dataset.name, run.split.kind, run.backbone.kind, run.seed, run.encoder.display)
-        if key in labels and labels[key] != run.encoder:
+        key = (run.dataset.label, run.split.kind, run.backbone.kind, run.seed, run.encoder.display)
+        if key in labels and labels[key] != (run.encoder, run.regime):
             raise ValueError(
-                f"two different encoders share the label '{run.encoder.display}': give each a distinct `label`"
+                f"two runs of different encoders or training regimes share the label '{run.encoder.display}': "
+                "give each encoder a distinct `label`"
             )
-        labels[key] = run.encoder
+        labels[key] = (run.encoder, run.regime)
     return runs
 
 
@@ -854,7 +935,19 @@ def config_hash(spec: dict[str, Any]) -> str:
     seed, name, experiment and ``dataset.data_dir``: the runs that differ only by seed share it."""
     data = {k: v for k, v in spec.items() if k not in ("seed", "name", "experiment")}
     data["dataset"] = {k: v for k, v in (data.get("dataset") or {}).items() if k != "data_dir"}
-    return _hash(data)
+    return _hash(_without_new_defaults(data))
+
+
+def _without_new_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's dump without the fields added after runs were stored, where they hold their defaults (a scratch
+    regime, no mixed datasets): hashes of runs that do not use them stay what they were, so those runs are
+    still reused and still aggregate with their earlier seeds."""
+    data = dict(data)
+    if data.get("regime") in (None, {"kind": "scratch"}):
+        data.pop("regime", None)
+    if isinstance(data.get("dataset"), dict) and not data["dataset"].get("mix_with"):
+        data["dataset"] = {k: v for k, v in data["dataset"].items() if k != "mix_with"}
+    return data
 
 
 def _hash(obj: Any) -> str:
@@ -1154,3 +1247,6 @@ def _step(tp: Any, part: Any) -> Any:
                 if member.model_fields["kind"].default == part:
                     return member
     return None
+
+
+TransferRegime.model_rebuild()

@@ -37,6 +37,7 @@ class Cost(BaseModel):
     cuda_peak_mb: float | None = None
     params_total: int = 0
     params_trainable: int = 0
+    pretrain_s: float | None = None  # transfer: the source stage's wall time (reused or trained for this run)
     # generative retrieval only (None elsewhere): items ranked per user and beam-search time per test user
     beam_width: int | None = None
     decode_ms_per_user: float | None = None

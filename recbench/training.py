@@ -198,10 +198,15 @@ class HeldOutRows:
 
 
 def make_optimizer(model: Recommender, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    groups = model.encoder.param_groups(lr)
+    groups = [
+        {**g, "params": [p for p in g["params"] if p.requires_grad]} for g in model.encoder.param_groups(lr)
+    ]
     encoder_params = {id(p) for g in groups for p in g["params"]}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_params]
     groups.append({"params": rest, "lr": lr})
+    groups = [g for g in groups if g["params"]]  # frozen parts (adapter-only training) leave groups empty
+    if not groups:
+        raise ValueError("nothing to train: every parameter is frozen")
     cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
     return cls(groups, lr=lr, weight_decay=weight_decay)
 

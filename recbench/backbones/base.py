@@ -20,6 +20,10 @@ class Backbone(nn.Module):
     mask_prob: float = 0.0  # cloze backbones: share of training positions masked and predicted
     last_item_share: float = 0.0  # cloze backbones: share of windows that mask only their last item
 
+    def adapter_sites(self) -> list[tuple[nn.Module, str, int]]:
+        """Where bottleneck adapters go in transfer mode `adapter`: (parent module, attribute, width)."""
+        return []
+
     @property
     def shifted_windows(self) -> bool:
         """Training windows pair each position with the next item (causal), or with itself (cloze)."""

@@ -62,6 +62,9 @@ class BERT4Rec(Backbone):
         init_weights(self)
         nn.init.normal_(self.mask_vector, std=0.02)
 
+    def adapter_sites(self) -> list[tuple[nn.Module, str, int]]:
+        return [(b, name, self.dim) for b in self.blocks for name in ("out", "ff")]
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         if t > self.max_len:

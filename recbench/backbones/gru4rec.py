@@ -44,6 +44,9 @@ class GRU4Rec(Backbone):
             else:
                 nn.init.zeros_(param)
 
+    def adapter_sites(self) -> list[tuple[nn.Module, str, int]]:
+        return [(self, "project", self.dim)]
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         pad = _padding(keep)  # (B, 1) padding columns per row

@@ -44,6 +44,9 @@ class SASRec(Backbone):
         self.drop = Dropout(dropout)
         init_weights(self)
 
+    def adapter_sites(self) -> list[tuple[nn.Module, str, int]]:
+        return [(b, name, self.dim) for b in self.blocks for name in ("out", "ff")]
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         if t > self.max_len:

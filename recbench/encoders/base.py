@@ -43,6 +43,12 @@ class ItemEncoder(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "lr": lr}] if params else []
 
+    def adapter_trainable(self) -> list[nn.Parameter]:
+        """What still trains when a transferred model is adapted with adapters only (transfer mode `adapter`):
+        the small parts that map content to the backbone's space (a projection), and anything that belongs
+        to the target alone (an ID table of target items). Pretrained towers stay frozen."""
+        return []
+
     def item_rows(self) -> list[nn.Parameter]:
         """Parameters whose row i belongs to item i alone (ID tables). The trainer keeps the rows of items a
         split holds out bit-identical (no gradient, no weight decay, no optimizer state moves them)."""

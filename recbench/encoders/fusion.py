@@ -41,6 +41,10 @@ class FusionEncoder(ItemEncoder):
         own = [p for p in self.parameters() if p.requires_grad and id(p) not in held]
         return [{"params": own, "lr": lr}, *content]
 
+    def adapter_trainable(self) -> list[nn.Parameter]:
+        own = [p for p in self.parameters() if id(p) not in {id(q) for q in self.content.parameters()}]
+        return own + self.content.adapter_trainable()  # the ID table (target items) and the merge layer
+
     def item_rows(self) -> list[nn.Parameter]:
         return self.ids.item_rows() + self.content.item_rows()
 

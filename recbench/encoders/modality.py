@@ -328,6 +328,9 @@ class ModalityEncoder(ItemEncoder):
         table = vectors.new_zeros(len(uniq), self.dim).index_copy(0, real, vectors)  # (U, D), padding = 0
         return table[inverse].reshape(*ids.shape, self.dim)  # (..., D)
 
+    def adapter_trainable(self) -> list[nn.Parameter]:
+        return list(self.projection.parameters())
+
     def param_groups(self, lr: float) -> list[dict]:
         pretrained = [p for runner in self.runners for p in runner.pretrained_parameters()]
         groups = [{"params": list(self.projection.parameters()), "lr": lr}]
