@@ -94,6 +94,23 @@ def run(
         bool, typer.Option("--rerun", help="Train again even if a FINISHED run exists.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where runs train: serial (one after the other, here) or ray (each run a Ray task with "
+            "RECBENCH_THREADS or train.threads CPUs, default 1; needs pip install 'recbench[ray]').",
+        ),
+    ] = "serial",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address", help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: a local Ray."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Ray: at most N runs at once.")
+    ] = None,
 ) -> None:
     """Train and evaluate every run of a recipe; track them in MLflow; print a summary table."""
     from recbench.config import RecipeError, load_recipe
@@ -111,9 +128,15 @@ def run(
             max_runs=max_runs,
             skip_finished=not rerun,
             command=_command_line(recipe, set_, data_dir, only, max_runs, rerun),
+            executor=executor,
+            address=address,
+            workers=workers,
         )
         runs = select_runs(parsed, options)
         check_against_cards(runs)
+        from recbench.executors import make_executor
+
+        make_executor(options)  # an unknown executor or a flag it does not take: exit 2 before any work
     except (RecipeError, DataError) as exc:
         _fail(str(exc), 2)
     if not runs:
@@ -125,13 +148,21 @@ def run(
         return
 
     from recbench.evaluation.metrics import NonFiniteScoresError
+    from recbench.executors import RunsFailed
+    from recbench.lifecycle import Terminated, install_sigterm_handler
     from recbench.reporting import make_reporter, summary_table
     from recbench.runner import run_recipe
     from recbench.training import NonFiniteLossError
 
     reporter = make_reporter(parsed.train.valid_metric, quiet=quiet)  # plain lines when stderr is no TTY
+    install_sigterm_handler()  # SIGTERM ends the current run FAILED with the reason, like Ctrl-C
+    failed = None
     try:
         results = run_recipe(parsed, reporter, options)
+    except RunsFailed as exc:  # a parallel executor: the other runs finished; their table comes first
+        results, failed = exc.results, str(exc)
+    except Terminated:
+        _fail("terminated (SIGTERM); the runs in progress are marked FAILED in MLflow, redone next time", 143)
     except RecipeError as exc:
         _fail(str(exc), 2)
     except DataError as exc:
@@ -150,6 +181,8 @@ def run(
             sys.stdout.write(json.dumps(result.summary_json()) + "\n")
     for table in tables:
         _out(stderr=as_json).print(table)
+    if failed:
+        _fail(failed, 1)
 
 
 def _command_line(recipe, set_, data_dir, only, max_runs, rerun) -> str:

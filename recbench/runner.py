@@ -52,6 +52,9 @@ class RunOptions:
     skip_finished: bool = True
     track: bool = True
     command: str | None = None  # the command line that started the runs (a run tag; the leaderboard shows it)
+    executor: str = "serial"  # where runs train: a name in recbench.executors.EXECUTORS
+    address: str | None = None  # the cluster a parallel executor joins (ray: auto, HOST:PORT, ray://...)
+    workers: int | None = None  # at most this many runs at once (parallel executors)
 
 
 def parse_data_dirs(values: list[str] | None) -> dict[str, str]:
@@ -155,43 +158,24 @@ def run_recipe(
     recipe: Recipe, reporter: Reporter | None = None, options: RunOptions | None = None
 ) -> list[RunResult]:
     """Every run of the recipe's grid, reusing those already FINISHED on the same recipe, data and protocol."""
+    from recbench.executors import GridContext, make_executor
+
     reporter = reporter or Reporter()
     options = options or RunOptions()
     runs = select_runs(recipe, options)
     check_against_cards(runs)
+    executor = make_executor(options)  # serial or ray (recbench.executors): the reuse check stays here
     tracker = None
     if options.track:
         from recbench.tracking import Tracker
 
         tracker = Tracker(recipe.experiment)
-    results: list[RunResult] = []
-    baseline = baseline_label(recipe)
-    datasets = DataMemo()
+    context = GridContext(runs, reporter, tracker, options, baseline_label(recipe), DataMemo())
     reporter.grid_start(len(runs))
     try:
-        for i, spec in enumerate(runs, start=1):
-            if tracker and options.skip_finished:
-                prepared = datasets.prepare(spec, reporter, quiet=True)
-                reused = tracker.reusable_result(
-                    spec.recipe_hash, prepared.data.fingerprint, prepared.protocol_fingerprint
-                )
-                if reused is not None:
-                    reporter.run_skipped(spec.run_name, reused.run_id)
-                    results.append(reused)
-                    continue
-            reporter.run_start(i, len(runs), spec.run_name)
-            try:
-                results.append(
-                    run_spec(
-                        spec, reporter, tracker, baseline=baseline, command=options.command, datasets=datasets
-                    )
-                )
-            except BaseException as exc:
-                reporter.run_failed(spec.run_name, exc)
-                raise
+        return executor.run(context)
     finally:
         reporter.grid_end()
-    return results
 
 
 def run_spec(
@@ -201,13 +185,24 @@ def run_spec(
     baseline: str | None = None,
     command: str | None = None,
     datasets: DataMemo | None = None,
+    reuse_finished: bool = False,
 ) -> RunResult:
     """Train and evaluate one run; tracked in MLflow when a tracker is given (with the recipe's baseline
-    label and the command line as tags, for the leaderboard)."""
+    label and the command line as tags, for the leaderboard). The tracked run is a claim: it raises
+    `tracking.ClaimLost` when another process trains the same run (or, with `reuse_finished`, finished it)."""
     reporter = reporter or Reporter()
     datasets = datasets or DataMemo()
     if tracker is None:
         return _run(spec, reporter, None, datasets)
+    params, tags = run_tags(spec, baseline, command, datasets.prepare(spec, reporter, quiet=True))
+    with tracker.run(spec.run_name, params, tags, reuse_finished=reuse_finished) as handle:
+        return _run(spec, reporter, handle, datasets)
+
+
+def run_tags(
+    spec: RunSpec, baseline: str | None, command: str | None, prepared: PreparedData
+) -> tuple[dict, dict[str, str]]:
+    """MLflow params and tags of a run at creation; the fingerprints are part of its claim key."""
     params = spec.model_dump(mode="json")
     tags = {
         "recbench.recipe_hash": spec.recipe_hash,
@@ -217,13 +212,14 @@ def run_spec(
         "recbench.machine": machine_description(),
         "recbench.torch": torch.__version__,
         "mlflow.runName": spec.run_name,
+        "recbench.dataset_fingerprint": prepared.data.fingerprint,
+        "recbench.protocol_fingerprint": prepared.protocol_fingerprint,
     }
     if baseline:
         tags["recbench.baseline"] = baseline
     if command:
         tags["recbench.command"] = command
-    with tracker.run(spec.run_name, params, tags) as handle:
-        return _run(spec, reporter, handle, datasets)
+    return params, tags
 
 
 # --------------------------------------------------------------------------------------------- stages

@@ -3,7 +3,9 @@
 The default store is embedded: ``sqlite:///<cwd>/mlflow.db`` with artifacts under ``<cwd>/mlruns``;
 ``MLFLOW_TRACKING_URI`` points it anywhere else. A run is written as it goes (per-epoch metrics), finished
 with its final metrics and artifacts (resolved recipe, per-user ranks as parquet, the run summary JSON), and
-ends FINISHED, or FAILED with the reason as a tag (exception, NaN, Ctrl-C): never left RUNNING.
+ends FINISHED, or FAILED with the reason as a tag (exception, NaN, Ctrl-C, SIGTERM): never left RUNNING.
+A RUNNING run is also a claim: it names its owner process (:mod:`recbench.lifecycle`), so another process
+skips it while the owner lives, and marks it FAILED (then trains it again) once the owner is gone (SIGKILL).
 
 MLflow metric names cannot contain '@', so ``ndcg@10`` is stored as ``ndcg_at_10``; :func:`metric_key` and
 :func:`metric_name` convert both ways.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from typing import Any
 
 import polars as pl
 
+from recbench.lifecycle import HEARTBEAT, owner_state, owner_tags, store_lock
 from recbench.results import RunResult
 
 SUMMARY_ARTIFACT = "run_summary.json"
@@ -82,22 +86,43 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+class ClaimLost(Exception):
+    """Another process holds this run (RUNNING, owner alive), or finished it meanwhile (`result` then holds
+    its reusable result): this process must not train it."""
+
+    def __init__(self, reason: str, result: RunResult | None = None):
+        super().__init__(reason)
+        self.result = result
+
+
+CLAIM_ATTEMPTS = 5  # tries after a simultaneous claim, each after a random pause (then: skipped as busy)
+
+
 class Tracker:
     """Writes RunResults to MLflow and answers 'is this recipe hash already FINISHED?'."""
 
     def __init__(self, experiment: str, uri: str | None = None):
         import mlflow
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
         _quiet_mlflow()
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
-        self.experiment_id = (
-            exp.experiment_id if exp else self.client.create_experiment(experiment, tags=kind)
-        )
+        # the first client to open a fresh sqlite store creates its schema: one process at a time
+        with store_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+            try:
+                self.experiment_id = (
+                    exp.experiment_id if exp else self.client.create_experiment(experiment, tags=kind)
+                )
+            except MlflowException:  # created by another process in between (a server store)
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
         if exp and EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older recbench: open it as training runs
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         self.experiment = experiment
@@ -136,30 +161,112 @@ class Tracker:
         return load_result(self.client, run_id)
 
     @contextmanager
-    def run(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[RunHandle]:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
-        handle = RunHandle(self.client, run.info.run_id)
-        handle.log_params(flatten(params))
+    def run(
+        self, run_name: str, params: dict[str, Any], tags: dict[str, str], reuse_finished: bool = False
+    ) -> Iterator[RunHandle]:
+        """A claimed run (:meth:`start`) that ends FINISHED, or FAILED with the reason on any exception."""
+        handle = self.start(run_name, params, tags, reuse_finished)
         try:
             yield handle
-        except BaseException as exc:  # noqa: BLE001 - Ctrl-C too must mark the run FAILED
-            reason = f"{type(exc).__name__}: {exc}"[:5000]
-            try:
-                self.client.set_tag(handle.run_id, TAG_FAILURE, reason)
-                # the status column is easy to miss: the name and description say it too (a FINISHED rerun
-                # of the same name is then told apart at a glance in the UI's runs table)
-                self.client.update_run(handle.run_id, name=f"{run_name} [FAILED]")
-                self.client.set_tag(handle.run_id, "mlflow.note.content", f"FAILED: {reason}")
-            finally:
-                self.client.set_terminated(handle.run_id, status="FAILED")
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C and SIGTERM too must mark the run FAILED
+            self.fail(handle.run_id, run_name, f"{type(exc).__name__}: {exc}")
             raise
-        self.client.set_terminated(handle.run_id, status="FINISHED")
+        self.finish(handle.run_id)
+
+    def start(
+        self, run_name: str, params: dict[str, Any], tags: dict[str, str], reuse_finished: bool = False
+    ) -> RunHandle:
+        """Create the run as a claim on its key (recipe hash, and the dataset and protocol fingerprints when
+        the tags hold them), or raise :class:`ClaimLost`.
+
+        Create first, then look: of two claims, the later one always sees the earlier, so two processes can
+        never both train; two that see each other both withdraw and retry after a random pause. A RUNNING
+        run of the key whose owner is gone is marked FAILED on the way (it is then trained again here).
+        With `reuse_finished`, a FINISHED run of the key that appeared since the caller's reuse check wins too.
+        """
+        key = {k: tags[k] for k in (TAG_RECIPE_HASH, TAG_DATASET, TAG_PROTOCOL) if k in tags}
+        for attempt in range(CLAIM_ATTEMPTS):
+            busy = self._live_claims(key)
+            if busy:
+                raise ClaimLost(busy[0])
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags={**tags, **owner_tags()}
+            ).info.run_id
+            HEARTBEAT.add(run_id, self.client.set_tag)
+            others = self._live_claims(key, mine=run_id)
+            reused = None
+            if not others and reuse_finished and len(key) == 3:
+                reused = self.reusable_result(key[TAG_RECIPE_HASH], key[TAG_DATASET], key[TAG_PROTOCOL])
+            if not others and reused is None:
+                handle = RunHandle(self.client, run_id)
+                handle.log_params(flatten(params))
+                return handle
+            self._withdraw(run_id)
+            if reused is not None:
+                raise ClaimLost(f"FINISHED meanwhile (run {reused.run_id[:8]})", result=reused)
+            time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+        raise ClaimLost(f"claimed by another process at the same time {CLAIM_ATTEMPTS} times")
+
+    def _live_claims(self, key: dict[str, str], mine: str | None = None) -> list[str]:
+        """Why each other RUNNING run of this key is being trained (its owner lives); those whose owner is
+        gone are marked FAILED here. Runs that name no owner (older recbench) are left alone."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=" and ".join(
+                ["attributes.status = 'RUNNING'", *(f"tags.`{k}` = '{v}'" for k, v in key.items())]
+            ),
+        )
+        live = []
+        for run in found:
+            if run.info.run_id == mine:
+                continue
+            state = owner_state(run.data.tags, run.info.run_id)
+            if state.alive:
+                live.append(f"RUNNING in another process ({state.why}; run {run.info.run_id[:8]})")
+            elif state.alive is False:
+                self.fail(run.info.run_id, run.info.run_name or "", f"owner lost: {state.why}")
+        return live
+
+    def _withdraw(self, run_id: str) -> None:
+        """Take back a claim that lost: ended (KILLED, never RUNNING) and moved to MLflow's trash."""
+        HEARTBEAT.discard(run_id)
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)
+
+    def finish(self, run_id: str) -> None:
+        HEARTBEAT.discard(run_id)
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail(self, run_id: str, run_name: str, reason: str) -> None:
+        """End a run FAILED, saying why in a tag, its name and its description."""
+        HEARTBEAT.discard(run_id)
+        reason = reason[:5000]
+        try:
+            self.client.set_tag(run_id, TAG_FAILURE, reason)
+            # the status column is easy to miss: the name and description say it too (a FINISHED rerun
+            # of the same name is then told apart at a glance in the UI's runs table)
+            if not run_name.endswith(" [FAILED]"):
+                self.client.update_run(run_id, name=f"{run_name} [FAILED]")
+            self.client.set_tag(run_id, "mlflow.note.content", f"FAILED: {reason}")
+        finally:
+            self.client.set_terminated(run_id, status="FAILED")
 
 
 class RunHandle:
     def __init__(self, client, run_id: str):
         self.client = client
         self.run_id = run_id
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> RunHandle:
+        """A handle on a run another process created and owns (a Ray task logs into its driver's run)."""
+        from mlflow.tracking import MlflowClient
+
+        _quiet_mlflow()
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            client.get_run(run_id)  # fails early, naming the run, if the store or run is not reachable
+        return cls(client, run_id)
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
