@@ -143,7 +143,9 @@ def _slice_value(row: Row, slice_name: str, metric: str) -> str:
     return _seed_cell(values)
 
 
-def _cost_cells(row: Row) -> list[str]:
+def _cost_cells(row: Row, with_pretrain: bool = False) -> list[str]:
+    """Cost columns; `with_pretrain` adds the source stage's wall time of transfer rows (a table that holds
+    any), so a transferred row's cost is read with what its pretraining cost."""
     costs = [r.result.cost for r in row.runs]
 
     def mean(attr: str) -> float:
@@ -158,8 +160,11 @@ def _cost_cells(row: Row) -> list[str]:
         _num(mean("s_per_epoch")),
         f"{epochs:.0f}" if epochs == int(epochs) else f"{epochs:.1f}",
         _num(mean("encode_s")),
-        f"{mean('peak_rss_mb'):.0f}",
     ]
+    if with_pretrain:
+        pretrain = [c.pretrain_s for c in costs if c.pretrain_s is not None]
+        cells.append(_num(float(np.mean(pretrain))) if pretrain else "–")
+    cells += [f"{mean('peak_rss_mb'):.0f}"]
     cuda = [c.cuda_peak_mb for c in costs if c.cuda_peak_mb is not None]
     cells.append(f"{np.mean(cuda):.0f}" if cuda else "–")
     cells.append(f"{spread('params_trainable')} / {spread('params_total')}")
@@ -268,6 +273,9 @@ def _render_table(
         "CUDA peak MB",
         "params trainable / total",
     ]
+    with_pretrain = any(r.result.cost.pretrain_s is not None for row in table.rows for r in row.runs)
+    if with_pretrain:
+        header.insert(header.index("encode s") + 1, "pretrain s")
     body = []
     for row in table.rows:
         st = stats[id(row)]
@@ -287,7 +295,7 @@ def _render_table(
             why = row.delta_refused or row.baseline_note or "fewer than 2 test users"
             cells += [f"– ({why})", "–", "–"]
         cells += [_slice_value(row, "warm", main), _slice_value(row, "cold", main)]
-        cells += _cost_cells(row)
+        cells += _cost_cells(row, with_pretrain)
         body.append(cells)
     lines += _md_table(header, body, right_from=4)
     lines += ["", *_table_notes(table, k, tag, excluded, kept_recorded)]

@@ -432,3 +432,18 @@ def test_experiments_open_as_training_runs_and_failed_runs_say_so_by_name(tmp_pa
     assert failed.info.status == "FAILED" and finished.info.status == "FINISHED"
     assert failed.info.run_name == f"{spec.run_name} [FAILED]" and finished.info.run_name == spec.run_name
     assert failed.data.tags["mlflow.note.content"].startswith("FAILED: KeyboardInterrupt")
+
+
+def test_transfer_rows_show_their_pretraining_cost():
+    from types import SimpleNamespace
+
+    from recbench.leaderboard import _cost_cells
+    from recbench.results import Cost
+
+    def row(*pretrain):
+        runs = [SimpleNamespace(result=SimpleNamespace(cost=Cost(epochs=3, pretrain_s=p))) for p in pretrain]
+        return SimpleNamespace(runs=runs)
+
+    cells = _cost_cells(row(100.0, 200.0), with_pretrain=True)
+    assert cells[3] == "150" and len(cells) == len(_cost_cells(row(None), with_pretrain=False)) + 1
+    assert _cost_cells(row(None), with_pretrain=True)[3] == "–"  # a scratch row in a table with transfer rows
