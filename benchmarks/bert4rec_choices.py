@@ -22,7 +22,6 @@ import time
 import torch
 
 from recbench.config import expand, recipe_from_dict
-from recbench.data.content import ItemContent
 from recbench.evaluation.protocol import Protocol, evaluate
 from recbench.model import build_model
 from recbench.reporting import Reporter
@@ -72,11 +71,13 @@ def valid_ndcg(raw: dict) -> tuple[float, float]:
     prepared = DataMemo().prepare(spec, Reporter())
     data, split = prepared.data, prepared.split
 
-    def content() -> ItemContent:
-        return ItemContent.from_data(data, prepared.card.text_template)
-
     model, _ = build_model(
-        spec.encoder, spec.backbone, content, data.num_items, spec.train.max_len, split.train_item_counts
+        spec.encoder,
+        spec.backbone,
+        prepared.content,
+        data.num_items,
+        spec.train.max_len,
+        split.train_item_counts,
     )
     protocol = Protocol(num_items=data.num_items, max_len=spec.train.max_len, ks=spec.eval.ks, seed=spec.seed)
     train_stage(spec, model, split, protocol, torch.device("cpu"), generator, Reporter(), None)

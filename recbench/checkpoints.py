@@ -101,23 +101,18 @@ def load_run(run_id: str, data_dir: str | None = None, reporter=None) -> LoadedR
         data = prepared.data
         check_index(index, data)
 
-        def content():
-            from recbench.data.content import ItemContent
-
-            card = prepared.card
-            return ItemContent.from_data(
-                data, spec.dataset.text_template or card.text_template, card.missing_text, card.missing_image
-            )
-
         model, _ = build_model(
             spec.encoder,
             spec.backbone,
-            content,
+            prepared.content,
             data.num_items,
             spec.train.max_len,
             prepared.split.train_item_counts,
             reporter,
         )
+        from recbench.regimes import regime_for
+
+        regime_for(spec).adapt(model, loaded=True)  # e.g. adapters, before their weights load
         load_weights(model, folder / WEIGHTS_FILE)
     model = model.to(pick_device(spec.train.device)).eval()
     return LoadedRun(spec=spec, model=model, data=data, run_id=stored.run_id)

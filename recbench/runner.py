@@ -14,6 +14,7 @@ import fnmatch
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +22,9 @@ import polars as pl
 import torch
 
 import recbench
-from recbench.config import Recipe, RecipeError, RunSpec, baseline_label, expand, fingerprint
+from recbench.config import DatasetSection, Recipe, RecipeError, RunSpec, baseline_label, expand, fingerprint
 from recbench.data.batches import make_windows
-from recbench.data.cards import DataCard, get_card
+from recbench.data.cards import get_card
 from recbench.data.content import ItemContent
 from recbench.data.loader import load_dataset
 from recbench.data.schema import DataError, SequenceData
@@ -37,6 +38,7 @@ from recbench.evaluation.protocol import (
     popularity_thresholds,
 )
 from recbench.model import build_model
+from recbench.regimes import Scratch, SourceModel, read_checkpoint_state, regime_for
 from recbench.reporting import Reporter
 from recbench.resources import peak_rss_mb, reset_peak_rss
 from recbench.results import Cost, RunResult, git_commit, machine_description, per_user_frame
@@ -192,11 +194,46 @@ def run_spec(
     `tracking.ClaimLost` when another process trains the same run (or, with `reuse_finished`, finished it)."""
     reporter = reporter or Reporter()
     datasets = datasets or DataMemo()
+    regime = regime_for(spec)
+    regime.before(lambda source: source_stage(source, reporter, tracker, datasets, command))
     if tracker is None:
-        return _run(spec, reporter, None, datasets)
+        return _run(spec, reporter, None, datasets, regime)
     params, tags = run_tags(spec, baseline, command, datasets.prepare(spec, reporter, quiet=True))
     with tracker.run(spec.run_name, params, tags, reuse_finished=reuse_finished) as handle:
-        return _run(spec, reporter, handle, datasets)
+        return _run(spec, reporter, handle, datasets, regime)
+
+
+def source_stage(
+    spec: RunSpec, reporter: Reporter, tracker, datasets: DataMemo, command: str | None = None
+) -> tuple[SourceModel, bool]:
+    """The source stage of a transfer run: a FINISHED source run on the same data is reused (its saved
+    weights); otherwise it is trained now, tracked like any run. Returns (weights, reused)."""
+    if tracker is not None:
+        prepared = datasets.prepare(spec, reporter, quiet=True)
+        done = tracker.reusable_result(
+            spec.recipe_hash, prepared.data.fingerprint, prepared.protocol_fingerprint
+        )
+        if done is not None:
+            try:
+                state = read_checkpoint_state(tracker.client, done.run_id)
+            except Exception:  # noqa: BLE001 - a run without a checkpoint (made before them): train again
+                state = None
+            if state is not None:
+                reporter.stage(f"source stage: reusing {spec.run_name} (run {done.run_id[:8]})")
+                return SourceModel(state, done.run_id, done.cost.wall_s, spec.run_name), True
+    reporter.stage(f"source stage: {spec.run_name}")
+    kept: dict = {}
+
+    def keep(model) -> None:
+        kept["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    if tracker is None:
+        result = _run(spec, reporter, None, datasets, regime_for(spec), on_model=keep, announce=False)
+    else:
+        params, tags = run_tags(spec, None, command, datasets.prepare(spec, reporter, quiet=True))
+        with tracker.run(spec.run_name, params, tags) as handle:
+            result = _run(spec, reporter, handle, datasets, regime_for(spec), on_model=keep, announce=False)
+    return SourceModel(kept["state"], result.run_id, result.cost.wall_s, spec.run_name), False
 
 
 def run_tags(
@@ -227,11 +264,11 @@ def run_tags(
 
 @dataclass
 class PreparedData:
-    """Stage 1 product: the loaded dataset, its split and the fingerprint of the protocol they define."""
+    """Stage 1 product: the loaded dataset, its item content, its split and the protocol fingerprint."""
 
     data: SequenceData
     split: Split
-    card: DataCard
+    content: Callable[[], ItemContent]  # rendered on demand: only content encoders read it
     protocol_fingerprint: str
 
 
@@ -239,24 +276,61 @@ class DataMemo:
     """Datasets and splits prepared once per grid: the reuse check and the runs of one dataset share them."""
 
     def __init__(self) -> None:
-        self._data: dict[str, SequenceData] = {}
+        self._data: dict[str, tuple[SequenceData, Callable[[], ItemContent]]] = {}
         self._splits: dict[tuple[str, str], Split] = {}
 
+    def _load(self, section: DatasetSection, reporter: Reporter, quiet: bool):
+        """(data, content) of a dataset section; a section with `mix_with` is the mixture of all of them."""
+        key = fingerprint(section.model_dump(mode="json"))
+        if key in self._data:
+            return self._data[key]
+        if section.mix_with:
+            from recbench.data.mixing import mix_datasets
+
+            parts = [section.model_copy(update={"mix_with": ()}), *section.mix_with]
+            loaded = [self._load(part, reporter, quiet) for part in parts]
+            mixed, mixed_content = mix_datasets([(data, content()) for data, content in loaded])
+            self._data[key] = (mixed, lambda: mixed_content)
+            return self._data[key]
+        # fetching says where the data came from even in a quiet (reuse-check) load: it happens once
+        data = load_dataset(
+            section, progress=reporter.download, notify=lambda line: reporter.stage(f"  {line}")
+        )
+        card = get_card(section.name)
+
+        def content() -> ItemContent:
+            template = section.text_template or card.text_template
+            return ItemContent.from_data(
+                data, template, card.missing_text, card.missing_image, data_dir=section.data_dir
+            )
+
+        self._data[key] = (data, content)
+        return self._data[key]
+
     def prepare(self, spec: RunSpec, reporter: Reporter, quiet: bool = False) -> PreparedData:
-        key = fingerprint(spec.dataset.model_dump(mode="json"))
-        if key not in self._data:
-            notify = None if quiet else (lambda line: reporter.stage(f"  {line}"))
-            self._data[key] = load_dataset(spec.dataset, progress=reporter.download, notify=notify)
-        data = self._data[key]
+        data, content = self._load(spec.dataset, reporter, quiet)
         check_catalogue(spec, data.num_items)
-        split_key = (key, fingerprint(spec.split.model_dump(mode="json")))
+        dataset_key = fingerprint(spec.dataset.model_dump(mode="json"))
+        split_key = (dataset_key, fingerprint(spec.split.model_dump(mode="json")))
         if split_key not in self._splits:
             self._splits[split_key] = make_split(data, spec.split)
         protocol_fp = fingerprint({**spec.protocol(), "dataset_fingerprint": data.fingerprint})
-        return PreparedData(data, self._splits[split_key], get_card(spec.dataset.name), protocol_fp)
+        return PreparedData(data, self._splits[split_key], content, protocol_fp)
 
 
-def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunResult:
+def _run(
+    spec: RunSpec,
+    reporter: Reporter,
+    handle,
+    datasets: DataMemo,
+    regime: Scratch | None = None,
+    on_model: Callable | None = None,
+    announce: bool = True,
+) -> RunResult:
+    """The stages of one run: prepare data, build the model (as the regime starts it), train, assess,
+    record. `on_model` sees the final model (the source stage keeps its weights); `announce` False keeps a
+    nested run (a source stage) out of the grid's progress."""
+    regime = regime or regime_for(spec)
     t_start = time.perf_counter()
     per_run_peak = reset_peak_rss()
     if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
@@ -283,21 +357,16 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
         f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)}"
     )
 
-    def content() -> ItemContent:
-        card = prepared.card
-        return ItemContent.from_data(
-            data, spec.dataset.text_template or card.text_template, card.missing_text, card.missing_image
-        )
-
     model, report = build_model(
         spec.encoder,
         spec.backbone,
-        content,
+        prepared.content,
         data.num_items,
         spec.train.max_len,
         split.train_item_counts,
         reporter,
     )
+    regime_notes = regime.adapt(model)
     model = model.to(device)
     protocol = Protocol(
         num_items=data.num_items,
@@ -310,10 +379,10 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
         batch_size=spec.eval.batch_size,
         seed=spec.seed,
     )
-    if model.trainable:
+    if model.trainable and regime.trains:
         history = train_stage(spec, model, split, protocol, device, generator, reporter, handle)
     else:
-        reporter.stage(f"{spec.backbone.kind}: nothing to train")
+        reporter.stage("nothing to train: evaluated as built")
         history = History(stop_reason="not_trained")
 
     t_eval = time.perf_counter()
@@ -337,6 +406,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
         params_total=sum(p.numel() for p in params) + int(report.extra.get("frozen_params", 0)),
         params_trainable=sum(p.numel() for p in params if p.requires_grad),
         **getattr(model, "cost_facts", dict)(),  # model-specific cost (a generative model's decoding)
+        pretrain_s=regime.source.wall_s if regime.source else None,
     )
     result = RunResult(
         name=spec.run_name,
@@ -381,6 +451,7 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
                 )
             ),
             **report.extra,
+            **regime_notes,
         },
         run_id=handle.run_id if handle else None,
     )
@@ -388,7 +459,10 @@ def _run(spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo) -> RunRe
         handle.set_tags({"recbench.stop_reason": history.stop_reason})
         handle.log_checkpoint(model, data)
         handle.log_result(result, per_user_results(test_eval), spec.model_dump(mode="json"))
-    reporter.run_end(result)
+    if on_model:
+        on_model(model)
+    if announce:
+        reporter.run_end(result)
     return result
 
 
