@@ -134,8 +134,9 @@ _WORKER_DATA = None  # one DataMemo per Ray worker process: its tasks on one dat
 def train_in_worker(spec: RunSpec, uri: str | None, run_id: str | None, threads: int) -> RunResult:
     """The body of a Ray task: train and evaluate one run, logging into the driver's run `run_id`.
 
-    The data is prepared before the run seeds its generators, as the serial driver's reuse check does, so
-    the same recipe and seed give the same numbers under either executor.
+    The data is prepared before the run seeds its generators, in the serial driver's order (its reuse check
+    prepares first), so that the same recipe and seed give the same numbers under either executor even if
+    loading ever drew from a global random stream (tests/test_ray_executor.py compares them).
     """
     global _WORKER_DATA
     from recbench import runner
@@ -212,7 +213,14 @@ class RayExecutor:
         try:
             ray.init(**kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise RecipeError(f"--address {self.address}: cannot join the Ray cluster ({exc})") from None
+            hint = (
+                "; a ray:// address needs Ray Client: pip install 'ray[client]'"
+                if str(self.address).startswith("ray://")
+                else ""
+            )
+            raise RecipeError(
+                f"--address {self.address}: cannot join the Ray cluster ({exc}){hint}"
+            ) from None
         finally:
             reinstall_sigterm_handler()  # ray.init replaces SIGTERM's handler with a plain sys.exit
         cpus = int(ray.cluster_resources().get("CPU", 0))

@@ -64,10 +64,16 @@ def _slow_recipe(data_dir, tmp_path: Path) -> tuple[dict, Path]:
     return raw, path
 
 
-def _start_and_wait_for_training(path: Path, experiment: str, timeout_s: float = 120.0):
+def _start_and_wait_for_training(
+    path: Path, experiment: str, timeout_s: float = 120.0, extra: list[str] | None = None
+):
     """`recbench run` in a subprocess, returned once its run has logged an epoch (it is training)."""
     proc = subprocess.Popen(
-        [RECBENCH, "run", str(path)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [RECBENCH, "run", str(path), *(extra or [])],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
