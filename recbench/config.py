@@ -471,14 +471,19 @@ class TransferRegime(Strict):
     source_train: TrainSection | None = Field(
         None, description="Training of the source stage (default: train)."
     )
-    mode: Literal["zero_shot", "full", "adapter"] = Field(
+    mode: Literal["zero_shot", "full", "adapter", "lora"] = Field(
         "full",
         description="zero_shot: no target training; full: fine-tune everything (a text tower in top_k mode trains "
         "its top layers); adapter: bottleneck adapters in every backbone block, only adapters, layer norms and "
-        "the encoder's projection train.",
+        "the encoder's projection train; lora: low-rank adapters (peft) in the text/CLIP tower's attention "
+        "(mode top_k or full), only they, the backbone's layer norms and the projection train.",
     )
     adapter_dim: int = Field(
         16, ge=1, le=4096, description="Bottleneck width of each adapter (mode adapter)."
+    )
+    lora_rank: int = Field(8, ge=1, le=1024, description="Rank of the LoRA updates (mode lora).")
+    lora_alpha: float = Field(
+        16.0, gt=0, le=4096, description="LoRA scaling numerator (update x alpha / rank)."
     )
 
 
@@ -863,7 +868,14 @@ def _check_transfer(spec: RunSpec) -> None:
         )
     if len(set(names)) != len(names):
         raise ValueError(f"regime.source lists a dataset twice: {names}")
-    if regime.mode in ("zero_shot", "adapter") and spec.encoder.kind in ("id", "none"):
+    if regime.mode == "lora":
+        content = getattr(spec.encoder, "content", spec.encoder)  # a fusion encoder's content half
+        if content.kind not in ("text", "clip") or content.mode == "frozen":
+            raise ValueError(
+                "regime.mode lora adapts a text or CLIP tower that runs at every step: use an encoder of kind "
+                "text or clip with mode top_k or full (a frozen tower never runs while training)"
+            )
+    if regime.mode in ("zero_shot", "adapter", "lora") and spec.encoder.kind in ("id", "none"):
         raise ValueError(
             f"regime.mode {regime.mode} keeps the item representation from the source, but an ID table never "
             "transfers (target items are other items): use a content encoder (text, clip, fusion) or mode full"

@@ -6,7 +6,8 @@
   target run starts from it: every transferred weight is loaded except ID tables (target items are other
   items, so an ID row always trains from its initialisation), and the target mode decides what trains:
   ``zero_shot`` nothing, ``full`` everything, ``adapter`` only bottleneck adapters in the backbone, its layer
-  norms and the encoder's own small parts (projection; a fusion encoder's target ID table).
+  norms and the encoder's own small parts (projection; a fusion encoder's target ID table), ``lora`` the same
+  with low-rank adapters in the text/CLIP tower's attention instead of backbone adapters.
 
 A regime is looked up from its recipe section's class (:data:`REGIMES`); the runner calls its three hooks and
 never asks which regime it runs.
@@ -80,11 +81,17 @@ class Transfer(Scratch):
     def before(self, stage: Callable[[RunSpec], tuple[SourceModel, bool]]) -> None:
         self.source, self.reused = stage(self.source_spec())
 
-    def structure(self, model: nn.Module) -> None:
+    def structure(self, model: nn.Module) -> list[nn.Parameter]:
+        """Insert the modules the mode trains (adapters, LoRA); returns their parameters."""
         if self.regime.mode == "adapter":
             from recbench.backbones.adapters import insert_adapters
 
-            insert_adapters(model.backbone, self.regime.adapter_dim)
+            return insert_adapters(model.backbone, self.regime.adapter_dim)
+        if self.regime.mode == "lora":
+            from recbench.encoders.lora import insert_lora
+
+            return insert_lora(model.encoder, self.regime.lora_rank, self.regime.lora_alpha)
+        return []
 
     def adapt(self, model: nn.Module, loaded: bool = False) -> dict:
         """Load the source weights (never ID tables), then set what trains for the target mode."""
@@ -93,11 +100,11 @@ class Transfer(Scratch):
             return {}
         assert self.source is not None, "the source stage runs before the target stage"
         skipped = transfer_weights(model, self.source.state)
-        self.structure(model)
-        if self.regime.mode == "adapter":
-            keep = {id(p) for p in model.encoder.adapter_trainable()}
-            for name, module in model.backbone.named_modules():
-                if name.endswith(".adapter") or isinstance(module, nn.LayerNorm):
+        inserted = self.structure(model)
+        if self.regime.mode in ("adapter", "lora"):
+            keep = {id(p) for p in inserted} | {id(p) for p in model.encoder.adapter_trainable()}
+            for module in model.backbone.modules():
+                if isinstance(module, nn.LayerNorm):
                     keep |= {id(p) for p in module.parameters()}
             for p in model.parameters():
                 p.requires_grad_(id(p) in keep)

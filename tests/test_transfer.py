@@ -245,3 +245,32 @@ def test_an_adapter_run_checkpoint_round_trips(amazon_dir, bert_dir):
         num_items=prepared.data.num_items, max_len=spec.train.max_len, ks=spec.eval.ks, seed=spec.seed
     )
     assert evaluate(loaded.model.scorer(), prepared.split.test, protocol).metrics == result.metrics["test"]
+
+
+def test_lora_trains_only_low_rank_updates_in_the_tower(amazon_dir, bert_dir):
+    from recbench.data.batches import make_windows
+    from recbench.training import FitConfig, LossSpec, fit
+
+    top1 = {"kind": "text", "model": str(bert_dir), "mode": "top_k", "top_k": 1, "max_tokens": 8}
+    spec, model, regime, prepared = _built(amazon_dir, bert_dir, "lora", top1)
+    regime.adapt(model)
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in k for k in trainable) and any("lora_B" in k for k in trainable)
+    assert all("lora_" in k or "norm" in k or k.startswith("encoder.projection") for k in trainable)
+    tower = [k for k, _ in model.named_parameters() if ".tower." in k and "lora_" not in k]
+    assert tower and not set(tower) & trainable  # the tower's own weights (its top layer) are frozen
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    windows = make_windows(prepared.split.train, 8, 4, shift=True)
+    cfg = FitConfig(
+        LossSpec("ce"), batch_size=16, max_epochs=1, patience=1, lr=0.05, optimizer="adamw", weight_decay=0.01
+    )
+    fit(model, windows, lambda: {"ndcg@10": 0.0}, cfg, torch.Generator().manual_seed(0))
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k not in trainable)
+    assert any(not torch.equal(after[k], before[k]) for k in trainable if "lora_B" in k)
+
+
+def test_lora_needs_a_running_tower():
+    raw = _recipe(Path("/x"), "minilm", [{"regime": {"mode": "lora"}}])  # frozen text: nothing runs
+    with pytest.raises(RecipeError, match="mode lora adapts a text or CLIP tower"):
+        recipe_from_dict(raw)

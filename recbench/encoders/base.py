@@ -49,6 +49,10 @@ class ItemEncoder(nn.Module):
         to the target alone (an ID table of target items). Pretrained towers stay frozen."""
         return []
 
+    def lora_modules(self) -> list[nn.Module]:
+        """Pretrained towers that run at every training step (LoRA goes there in transfer mode `lora`)."""
+        return []
+
     def item_rows(self) -> list[nn.Parameter]:
         """Parameters whose row i belongs to item i alone (ID tables). The trainer keeps the rows of items a
         split holds out bit-identical (no gradient, no weight decay, no optimizer state moves them)."""

@@ -45,6 +45,9 @@ class FusionEncoder(ItemEncoder):
         own = [p for p in self.parameters() if id(p) not in {id(q) for q in self.content.parameters()}]
         return own + self.content.adapter_trainable()  # the ID table (target items) and the merge layer
 
+    def lora_modules(self) -> list[nn.Module]:
+        return self.content.lora_modules()
+
     def item_rows(self) -> list[nn.Parameter]:
         return self.ids.item_rows() + self.content.item_rows()
 

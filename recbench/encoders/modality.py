@@ -331,6 +331,9 @@ class ModalityEncoder(ItemEncoder):
     def adapter_trainable(self) -> list[nn.Parameter]:
         return list(self.projection.parameters())
 
+    def lora_modules(self) -> list[nn.Module]:
+        return [r.tower for r in self.runners if r.mode != "frozen" and r.tower is not None]
+
     def param_groups(self, lr: float) -> list[dict]:
         pretrained = [p for runner in self.runners for p in runner.pretrained_parameters()]
         groups = [{"params": list(self.projection.parameters()), "lr": lr}]
