@@ -429,7 +429,10 @@ LEGEND = (
     "the `id` encoder, with the same backbone and protocol), paired over users, with its bootstrap CI; p-values "
     "are two-sided (Wilcoxon signed-rank, normal approximation without continuity correction; paired t-test), "
     "not corrected for multiple comparisons. warm/cold: targets seen more than / at most `cold_threshold` times "
-    "in training. Cost columns are means over seeds; peak RSS is the resident-memory peak of the process during the run (what it already held, such as libraries and cached data, included)."
+    "in training. What cold means depends on the split: in `leave_one_out` a cold target still belongs to the "
+    "training catalogue (a softmax class, possibly a sampled negative: its ID vector is only ever pushed down), "
+    "while in `cold_item` the held-out items are out of training altogether (no class, no negative, their ID "
+    "rows kept exactly as initialised), the cold start content encoders are for. Cost columns are means over seeds; peak RSS is the resident-memory peak of the process during the run (what it already held, such as libraries and cached data, included)."
 )
 
 
