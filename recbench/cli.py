@@ -111,6 +111,15 @@ def run(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Ray: at most N runs at once.")
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=2,
+            help="Train one run data-parallel over N processes on this machine (torch.distributed, gloo); "
+            "or start recbench under torchrun.",
+        ),
+    ] = None,
 ) -> None:
     """Train and evaluate every run of a recipe; track them in MLflow; print a summary table."""
     from recbench.config import RecipeError, load_recipe
@@ -146,6 +155,22 @@ def run(
             line = {"name": spec.run_name, "recipe_hash": spec.recipe_hash}
             typer.echo(json.dumps(line) if as_json else f"{spec.recipe_hash}  {spec.run_name}")
         return
+    from recbench import distributed
+
+    if nproc or distributed.launched():  # one run, data-parallel (recbench.distributed)
+        try:
+            distributed.check(runs, nproc, executor)
+        except RecipeError as exc:
+            _fail(str(exc), 2)
+        if nproc:
+            raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
+        ddp = distributed.start()
+        if ddp.rank != 0:  # rank 0 evaluates, tracks, saves and prints; the others only train
+            try:
+                distributed.follow(runs[0])
+            finally:
+                distributed.stop()
+            return
 
     from recbench.evaluation.metrics import NonFiniteScoresError
     from recbench.executors import RunsFailed
@@ -159,6 +184,8 @@ def run(
     failed = None
     try:
         results = run_recipe(parsed, reporter, options)
+        if distributed.current():
+            distributed.current().close()  # nothing was trained (e.g. reused): the other ranks stop
     except RunsFailed as exc:  # a parallel executor: the other runs finished; their table comes first
         results, failed = exc.results, str(exc)
     except Terminated:

@@ -238,7 +238,15 @@ def fit(
     on_batch: Callable[[int], None] | None = None,
     device: torch.device | str = "cpu",
 ) -> History:
-    """Train until the validation metric stops improving for `patience` epochs; restore the best state."""
+    """Train until the validation metric stops improving for `patience` epochs; restore the best state.
+
+    In a data-parallel run (:mod:`recbench.distributed`) each process trains on its shard of every batch,
+    the gradients are summed before the step, and rank 0's validation decides for all."""
+    from recbench import distributed
+
+    ddp = distributed.current()
+    if ddp:
+        ddp.begin()
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     catalogue = TrainingCatalogue(model.num_items, config.held_out, device)
     held_rows = HeldOutRows(model.encoder.item_rows(), config.held_out)
@@ -250,27 +258,43 @@ def fit(
         t0 = time.perf_counter()
         total, count = 0.0, 0
         for step, (inputs, targets) in enumerate(windows.batches(config.batch_size, generator)):
+            if ddp:
+                inputs, targets = ddp.shard(inputs, targets)
             inputs, targets = inputs.to(device), targets.to(device)
-            loss, ts = batch_loss(model, inputs, targets, config.loss, catalogue, generator, config.mask_prob)
-            if not torch.isfinite(loss):
+            loss, ts = (
+                batch_loss(model, inputs, targets, config.loss, catalogue, generator, config.mask_prob)
+                if len(inputs)
+                else (None, None)  # a rank whose shard of a short last batch is empty
+            )
+            weight, finite = (
+                ddp.weigh(loss, len(ts.targets) if ts else 0) if ddp else (1.0, bool(torch.isfinite(loss)))
+            )
+            if not finite:
                 raise NonFiniteLossError(
-                    f"loss is {loss.item()} at epoch {epoch}, batch {step + 1}; lower train.lr or set "
-                    "train.grad_clip"
+                    f"loss is {loss.item() if ts and not torch.isfinite(loss) else 'not finite on another rank'} at epoch "
+                    f"{epoch}, batch {step + 1}; lower train.lr or set train.grad_clip"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss is not None:
+                (loss * weight if ddp else loss).backward()
+            if ddp:
+                ddp.sync_gradients(list(model.parameters()))
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             held_rows.restore()
-            total += float(loss.detach()) * len(ts.targets)
-            count += len(ts.targets)
+            if loss is not None:
+                total += float(loss.detach()) * len(ts.targets)
+                count += len(ts.targets)
             if on_batch:
                 on_batch(len(inputs))
         train_s = time.perf_counter() - t0
         model.eval()
         t1 = time.perf_counter()
-        valid = validate()
+        if ddp:
+            total, count = ddp.epoch_loss(total, count)
+            ddp.sync_generator(generator)
+        valid = ddp.validate(validate) if ddp else validate()
         record = EpochRecord(epoch, total / max(1, count), train_s, valid, time.perf_counter() - t1)
         history.epochs.append(record)
         value = valid[config.valid_metric]
