@@ -48,6 +48,8 @@ class DistributedRun:
     def __init__(self) -> None:
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=TIMEOUT)
+        if torch.cuda.is_available():  # one GPU per rank: `cuda` (train.device) then means this rank's
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
         self._told = False  # rank 0: whether the other ranks know yet if there is a run to train

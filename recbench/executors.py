@@ -263,7 +263,10 @@ class RayExecutor:
                                 results[i] = lost.result
                             continue
                     threads = run_threads(spec)
-                    ref = remote.options(num_cpus=threads).remote(spec, uri, run_id, threads)
+                    # a GPU is declared only for train.device: cuda; Ray hides the GPUs from other tasks, so
+                    # `auto` trains on CPU under Ray
+                    gpus = 1 if spec.train.device == "cuda" else 0
+                    ref = remote.options(num_cpus=threads, num_gpus=gpus).remote(spec, uri, run_id, threads)
                     inflight[ref] = _Task(i, spec, run_id)
                 if not inflight:
                     break
