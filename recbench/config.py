@@ -597,6 +597,57 @@ class EvalSection(Strict):
         return self
 
 
+# --------------------------------------------------------------------------------------------- tuning
+
+
+class TuneSection(Strict):
+    """A search for this run's settings on validation (``recbench.tuning``: Optuna, seeded TPE, median pruning).
+
+    Each trial trains the run with the trial's values applied to its recipe and is judged on validation only;
+    the run then retrains the best configuration and evaluates test once. The section is part of the run (and
+    of its recipe hash); the values the study chooses are not (they are recorded with the run)."""
+
+    space: dict[str, Any] = Field(
+        description="Dotted recipe keys -> what to search: `loguniform(lo, hi)`, `uniform(lo, hi)`, "
+        "`int(lo, hi)`, `logint(lo, hi)`, or a list of choices, e.g. {train.lr: 'loguniform(1e-4, 1e-2)', "
+        "backbone.dropout: [0.1, 0.2, 0.5]}; null removes a key a shared `tune` section declared.",
+    )
+    trials: int | None = Field(None, ge=1, le=100_000, description="Trials (finished and pruned) to run.")
+    wall_s: float | None = Field(
+        None, gt=0, description="Seconds of trial time to spend (checked before each trial starts)."
+    )
+    metric: str = Field("ndcg@10", description="Validation metric the study maximises (never a test metric).")
+    startup_trials: int = Field(
+        5, ge=0, le=100_000, description="First trials drawn at random and never pruned (then TPE, pruning)."
+    )
+    prune: bool = Field(
+        True, description="Stop a trial whose validation falls below the median of the others."
+    )
+    warmup_epochs: int = Field(
+        2, ge=0, le=100_000, description="A trial is never pruned in its first this many epochs."
+    )
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any) -> Any:
+        from recbench.tuning import canonical_space
+
+        return canonical_space(v)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if not _METRIC_RE.match(v):
+            raise ValueError(f"'{v}' is not a metric; use one of hr@K, ndcg@K, mrr@K (e.g. ndcg@10)")
+        return v
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.trials is None and self.wall_s is None:
+            raise ValueError("a tune section needs a budget: set `trials`, `wall_s` or both")
+        return self
+
+
 # --------------------------------------------------------------------------------------------- recipe
 
 
@@ -610,7 +661,7 @@ class Grid(Strict):
     seed: list[int] | None = None
 
 
-_RUN_SECTIONS = ("dataset", "split", "encoder", "backbone", "train", "eval", "regime")
+_RUN_SECTIONS = ("dataset", "split", "encoder", "backbone", "train", "eval", "regime", "tune")
 
 
 class RunVariant(Strict):
@@ -628,6 +679,7 @@ class RunVariant(Strict):
     train: TrainSection | None = None
     eval: EvalSection | None = None
     regime: RegimeSection | None = None
+    tune: TuneSection | None = None
     seed: int | None = Field(None, ge=0, description="This run's seed (unset: the recipe's seed).")
 
 
@@ -656,6 +708,7 @@ class RunSpec(Strict):
     train: TrainSection
     eval: EvalSection
     regime: RegimeSection = ScratchRegime()
+    tune: TuneSection | None = None
 
     @property
     def recipe_hash(self) -> str:
@@ -673,6 +726,7 @@ class RunSpec(Strict):
     def run_name(self) -> str:
         split = self.split.kind
         regime = "" if self.regime.kind == "scratch" else f"/transfer-{self.regime.mode}"
+        regime += "" if self.tune is None else "/tuned"
         return f"{self.dataset.label}/{split}/{self.encoder.display}/{self.backbone.kind}{regime}/seed{self.seed}"
 
     def protocol(self) -> dict[str, Any]:
@@ -749,6 +803,9 @@ class Recipe(Strict):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     regime: RegimeSection = ScratchRegime()
+    tune: TuneSection | None = Field(
+        None, description="Tune every run's settings on validation first (see TuneSection); unset: no tuning."
+    )
     grid: Grid | None = None
     runs: list[RunVariant] | None = Field(
         None,
@@ -827,6 +884,10 @@ def _check_spec(spec: RunSpec) -> None:
     """Combinations that cannot work, refused before any data is loaded."""
     if spec.regime.kind == "transfer":
         _check_transfer(spec)
+    if spec.tune is not None:
+        from recbench.tuning import check_tune
+
+        check_tune(spec)
     if spec.train.valid_metric.split("@")[1] not in {str(k) for k in spec.eval.ks}:
         raise ValueError(
             f"train.valid_metric {spec.train.valid_metric} needs its K in eval.ks {list(spec.eval.ks)}"
@@ -909,6 +970,7 @@ def expand(recipe: Recipe) -> list[RunSpec]:
                     train=pick("train"),
                     eval=pick("eval"),
                     regime=pick("regime"),
+                    tune=pick("tune"),
                     **chosen,
                 )
             )
@@ -952,13 +1014,37 @@ def config_hash(spec: dict[str, Any]) -> str:
 
 def _without_new_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """A run's dump without the fields added after runs were stored, where they hold their defaults (a scratch
-    regime, no mixed datasets): hashes of runs that do not use them stay what they were, so those runs are
-    still reused and still aggregate with their earlier seeds."""
+    regime, no mixed datasets, no tuning): hashes of runs that do not use them stay what they were, so those
+    runs are still reused and still aggregate with their earlier seeds. A tuned run's searched values are
+    masked (:func:`mask_tuned`)."""
     data = dict(data)
     if data.get("regime") in (None, {"kind": "scratch"}):
         data.pop("regime", None)
     if isinstance(data.get("dataset"), dict) and not data["dataset"].get("mix_with"):
         data["dataset"] = {k: v for k, v in data["dataset"].items() if k != "mix_with"}
+    if data.get("tune") is None:
+        data.pop("tune", None)
+    return mask_tuned(data)
+
+
+TUNED = "<tuned>"  # what a tuned run's dump holds, for its hashes and MLflow params, where the study chooses
+
+
+def mask_tuned(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's dump with the values its `tune.space` searches replaced by TUNED: the study picks them (per
+    seed), so they are no part of what the run is. A tuned run's hashes are then the same before tuning and
+    after (with the best values applied), and its seeds aggregate as one row whatever each seed chose."""
+    space = (data.get("tune") or {}).get("space") or {}
+    if not space:
+        return data
+    data = json.loads(json.dumps(data))
+    for key in space:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = TUNED
     return data
 
 

@@ -191,6 +191,11 @@ def check(runs: list, nproc: int | None, executor: str) -> None:
             f"{how} trains one run over several processes, and the selection holds {len(runs)} runs: pick "
             "one with --only PATTERN (--dry-run lists them)"
         )
+    if runs[0].tune is not None:  # the other ranks follow one training, a study is many (they would hang)
+        raise RecipeError(
+            f"{how} trains one run over several processes, and {runs[0].run_name} is tuned (a study of many "
+            "trainings): run it without --nproc, or remove its `tune` section"
+        )
 
 
 def launch(nproc: int, argv: list[str]) -> int:

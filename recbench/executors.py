@@ -148,7 +148,7 @@ def train_in_worker(spec: RunSpec, uri: str | None, run_id: str | None, threads:
     quiet = Reporter()
     _WORKER_DATA.prepare(spec, quiet, quiet=True)
     handle = RunHandle.attach(uri, run_id) if uri and run_id else None
-    return runner._run(spec, quiet, handle, _WORKER_DATA)
+    return runner.run_stages(spec, quiet, handle, _WORKER_DATA)
 
 
 @dataclass

@@ -136,6 +136,24 @@ def _seeds_cell(row: Row) -> str:
     return f"{len(row.seeds)}" + (" †" if differs else "")
 
 
+def _tuned_cell(row: Row) -> str:
+    """How the row's settings were chosen: '–' (as declared), or the study's trials, pruned trials and trial
+    time per seed with its budget; † when its baseline was tuned otherwise (no Δ)."""
+    differs = row.baseline is not None and not row.is_baseline and row.tuning != row.baseline.tuning
+    mark = " †" if differs else ""
+    if not row.tuning:
+        return "–" + mark
+    notes = [r.result.notes.get("tune") or {} for r in row.runs]
+
+    def spread(key: str) -> str:
+        values = sorted({n.get(key, 0) for n in notes})
+        return f"{values[0]}" if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+    seconds = [r.result.cost.tune_s for r in row.runs if r.result.cost.tune_s is not None]
+    took = f", {_num(float(np.mean(seconds)))} s" if seconds else ""
+    return f"{spread('trials')} trials, {spread('pruned')} pruned{took} (budget {row.tuning}){mark}"
+
+
 def _slice_value(row: Row, slice_name: str, metric: str) -> str:
     values = [r.result.metrics.get(f"test/{slice_name}", {}).get(metric) for r in row.runs]
     if any(v is None for v in values):
@@ -276,10 +294,15 @@ def _render_table(
     with_pretrain = any(r.result.cost.pretrain_s is not None for row in table.rows for r in row.runs)
     if with_pretrain:
         header.insert(header.index("encode s") + 1, "pretrain s")
+    with_tuning = any(row.tuning for row in table.rows)
+    if with_tuning:
+        header.insert(header.index("stopped") + 1, "tuned on validation")
     body = []
     for row in table.rows:
         st = stats[id(row)]
         cells = [row.label, row.backbone, _seeds_cell(row), _stop_cell(row)]
+        if with_tuning:
+            cells.append(_tuned_cell(row))
         cells += [_metric_cell(st.metrics[f"{m}@{k}"], st.seed_std[f"{m}@{k}"]) for m in METRICS]
         if kept_recorded:
             cells.append(_kept_cell(row, st, main))
@@ -297,7 +320,7 @@ def _render_table(
         cells += [_slice_value(row, "warm", main), _slice_value(row, "cold", main)]
         cells += _cost_cells(row, with_pretrain)
         body.append(cells)
-    lines += _md_table(header, body, right_from=4)
+    lines += _md_table(header, body, right_from=5 if with_tuning else 4)
     lines += ["", *_table_notes(table, k, tag, excluded, kept_recorded)]
 
     slice_names = [
@@ -342,7 +365,7 @@ def _table_notes(table: Table, k: int, tag: str, excluded: bool, kept_recorded: 
             "- **History kept** (`eval.exclude_seen: false`): every metric here ranks the user's history "
             "items as candidates, the convention of RecBole, UniSRec, VQ-Rec and most papers."
         )
-    marked = [row for row in table.rows if "†" in _stop_cell(row) + _seeds_cell(row)]
+    marked = [row for row in table.rows if "†" in _stop_cell(row) + _seeds_cell(row) + _tuned_cell(row)]
     not_trained = [row for row in table.rows if row.is_floor]
     notes.append(
         "- **Δ and p-values** only pair a row with a baseline that ran the same seeds, both having stopped "
@@ -352,6 +375,16 @@ def _table_notes(table: Table, k: int, tag: str, excluded: bool, kept_recorded: 
         "baseline; its Δ cell says which."
         + (f" {len(marked)} row{'s' * (len(marked) != 1)} of this table marked." if marked else "")
     )
+    tuned = [row for row in table.rows if row.tuning]
+    if tuned:
+        notes.append(
+            "- **(tuned)** rows chose their settings on validation before training: an Optuna study per seed "
+            "(seeded TPE, median pruning; `tuned on validation`: its trials, pruned trials and trial time, and "
+            "the budget; the values each seed chose are in its run, tags `recbench.tune.best.*`). Their test "
+            "metrics were computed once, for the best configuration. A tuned row is ranked here beside rows "
+            "trained as declared, but paired (Δ, p) only with a baseline tuned alike: `†` in that column marks "
+            "a row whose baseline was tuned otherwise."
+        )
     if not_trained:
         notes.append(
             "- **pop** (`not trained`) ranks items by their training popularity and reads no item content: "

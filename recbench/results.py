@@ -38,6 +38,7 @@ class Cost(BaseModel):
     params_total: int = 0
     params_trainable: int = 0
     pretrain_s: float | None = None  # transfer: the source stage's wall time (reused or trained for this run)
+    tune_s: float | None = None  # tuned runs: the study's trial time (every session); also counted in wall_s
     # generative retrieval only (None elsewhere): items ranked per user and beam-search time per test user
     beam_width: int | None = None
     decode_ms_per_user: float | None = None

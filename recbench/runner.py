@@ -22,7 +22,16 @@ import polars as pl
 import torch
 
 import recbench
-from recbench.config import DatasetSection, Recipe, RecipeError, RunSpec, baseline_label, expand, fingerprint
+from recbench.config import (
+    DatasetSection,
+    Recipe,
+    RecipeError,
+    RunSpec,
+    baseline_label,
+    expand,
+    fingerprint,
+    mask_tuned,
+)
 from recbench.data.batches import make_windows
 from recbench.data.cards import get_card
 from recbench.data.content import ItemContent
@@ -197,10 +206,10 @@ def run_spec(
     regime = regime_for(spec)
     regime.before(lambda source: source_stage(source, reporter, tracker, datasets, command))
     if tracker is None:
-        return _run(spec, reporter, None, datasets, regime)
+        return run_stages(spec, reporter, None, datasets, regime)
     params, tags = run_tags(spec, baseline, command, datasets.prepare(spec, reporter, quiet=True))
     with tracker.run(spec.run_name, params, tags, reuse_finished=reuse_finished) as handle:
-        return _run(spec, reporter, handle, datasets, regime)
+        return run_stages(spec, reporter, handle, datasets, regime)
 
 
 def source_stage(
@@ -239,8 +248,9 @@ def source_stage(
 def run_tags(
     spec: RunSpec, baseline: str | None, command: str | None, prepared: PreparedData
 ) -> tuple[dict, dict[str, str]]:
-    """MLflow params and tags of a run at creation; the fingerprints are part of its claim key."""
-    params = spec.model_dump(mode="json")
+    """MLflow params and tags of a run at creation; the fingerprints are part of its claim key. A tuned run's
+    searched settings read `<tuned>` (the values it trained with are tags, recbench.tune.best.*)."""
+    params = mask_tuned(spec.model_dump(mode="json"))
     tags = {
         "recbench.recipe_hash": spec.recipe_hash,
         "recbench.version": recbench.__version__,
@@ -318,7 +328,7 @@ class DataMemo:
         return PreparedData(data, self._splits[split_key], content, protocol_fp)
 
 
-def _run(
+def run_stages(
     spec: RunSpec,
     reporter: Reporter,
     handle,
@@ -327,9 +337,30 @@ def _run(
     on_model: Callable | None = None,
     announce: bool = True,
 ) -> RunResult:
+    """The stages of one run (:func:`_run`); a run with a `tune` section runs its study first and then the
+    stages of its best configuration once (:mod:`recbench.tuning`)."""
+    regime = regime or regime_for(spec)
+    if spec.tune is not None:
+        from recbench.tuning import tune_and_run
+
+        return tune_and_run(spec, reporter, handle, datasets, regime, on_model, announce)
+    return _run(spec, reporter, handle, datasets, regime, on_model, announce)
+
+
+def _run(
+    spec: RunSpec,
+    reporter: Reporter,
+    handle,
+    datasets: DataMemo,
+    regime: Scratch | None = None,
+    on_model: Callable | None = None,
+    announce: bool = True,
+    amend: Callable[[RunResult], None] | None = None,
+) -> RunResult:
     """The stages of one run: prepare data, build the model (as the regime starts it), train, assess,
     record. `on_model` sees the final model (the source stage keeps its weights); `announce` False keeps a
-    nested run (a source stage) out of the grid's progress."""
+    nested run (a source stage) out of the grid's progress; `amend` completes the result before it is
+    recorded (a tuned run adds its study)."""
     regime = regime or regime_for(spec)
     t_start = time.perf_counter()
     per_run_peak = reset_peak_rss()
@@ -368,17 +399,7 @@ def _run(
     )
     regime_notes = regime.adapt(model)
     model = model.to(device)
-    protocol = Protocol(
-        num_items=data.num_items,
-        max_len=spec.train.max_len,
-        ks=spec.eval.ks,
-        exclude_seen=spec.eval.exclude_seen,
-        ties=spec.eval.ties,
-        candidates=spec.eval.candidates,
-        sampled_negatives=spec.eval.sampled_negatives,
-        batch_size=spec.eval.batch_size,
-        seed=spec.seed,
-    )
+    protocol = eval_protocol(spec, data.num_items)
     if model.trainable and regime.trains:
         history = train_stage(spec, model, split, protocol, device, generator, reporter, handle)
     else:
@@ -455,6 +476,8 @@ def _run(
         },
         run_id=handle.run_id if handle else None,
     )
+    if amend:
+        amend(result)
     if handle:
         handle.set_tags({"recbench.stop_reason": history.stop_reason})
         handle.log_checkpoint(model, data)
@@ -466,8 +489,27 @@ def _run(
     return result
 
 
-def train_stage(spec, model, split, protocol, device, generator, reporter, handle) -> History:
-    """Stage 3: early-stopped training on the split's training sequences; per-epoch metrics to MLflow."""
+def eval_protocol(spec: RunSpec, num_items: int) -> Protocol:
+    """The evaluator's settings for a run (validation during training, then validation and test)."""
+    return Protocol(
+        num_items=num_items,
+        max_len=spec.train.max_len,
+        ks=spec.eval.ks,
+        exclude_seen=spec.eval.exclude_seen,
+        ties=spec.eval.ties,
+        candidates=spec.eval.candidates,
+        sampled_negatives=spec.eval.sampled_negatives,
+        batch_size=spec.eval.batch_size,
+        seed=spec.seed,
+    )
+
+
+def train_stage(
+    spec, model, split, protocol, device, generator, reporter, handle, after_epoch: Callable | None = None
+) -> History:
+    """Stage 3: early-stopped training on the split's training sequences; per-epoch metrics to MLflow.
+    `after_epoch(record)` sees each epoch once it is logged (a tuning trial reports it, and may stop the
+    trial by raising)."""
     windows = make_windows(
         split.train, spec.train.max_len, spec.train.stride, shift=model.backbone.shifted_windows
     )
@@ -483,6 +525,8 @@ def train_stage(spec, model, split, protocol, device, generator, reporter, handl
             values = {"train/loss": record.loss, "train/epoch_s": record.train_s}
             values.update({f"epoch/valid/{k.replace('@', '_at_')}": v for k, v in record.valid.items()})
             handle.log_metrics(values, step=record.epoch)
+        if after_epoch:
+            after_epoch(record)
         if record.epoch < spec.train.max_epochs:
             reporter.epoch_start(record.epoch + 1, spec.train.max_epochs, n_batches, spec.train.patience)
 

@@ -86,6 +86,17 @@ class Row:
         """Whether the row gets a Δ and p-values against its baseline."""
         return self.baseline is not None and not self.is_baseline and not self.delta_refused
 
+    @property
+    def tuning(self) -> str | None:
+        """The budget of the study that chose the row's settings on validation ('10 trials'); None when the
+        row was not tuned. Seeds of a row share their recipe, so their tune section."""
+        tune = (self.runs[0].spec or {}).get("tune")
+        if not tune:
+            return None
+        trials, wall_s = tune.get("trials"), tune.get("wall_s")
+        parts = ([f"{trials} trials"] if trials else []) + ([f"{wall_s:g} s of trials"] if wall_s else [])
+        return " or ".join(parts)
+
 
 def stop_reason(run: StoredRun) -> str | None:
     """Why a run's training ended: the run tag, else the run summary's cost; None for runs recorded before
@@ -244,11 +255,11 @@ def _rows(runs: list[StoredRun], frames: dict) -> list[Row]:
                 stacked = np.stack([frames[r.run_id][column].to_numpy() for r in members])  # (S, U)
                 row.vectors[column] = stacked[0] if column.startswith(SLICE_COLUMN) else stacked.mean(axis=0)
         rows.append(row)
-    per_pair = Counter((r.encoder, r.backbone) for r in rows)
+    names = {id(r): r.encoder + (" (tuned)" if r.tuning else "") for r in rows}  # a tuned row says so
+    per_pair = Counter((names[id(r)], r.backbone) for r in rows)
     for row in rows:
-        row.label = (
-            row.encoder if per_pair[(row.encoder, row.backbone)] == 1 else f"{row.encoder} [{row.config[:6]}]"
-        )
+        name = names[id(row)]
+        row.label = name if per_pair[(name, row.backbone)] == 1 else f"{name} [{row.config[:6]}]"
     _assign_baselines(rows)
     _refuse_unfair_deltas(rows)
     rows.sort(key=lambda r: (r.is_floor, r.backbone, not r.is_baseline, r.label))
@@ -272,6 +283,9 @@ def _assign_baselines(rows: list[Row]) -> None:
             and o.backbone == row.backbone
             and (o.encoder == wanted if wanted else o.encoder_kind == "id")
         ]
+        if len(candidates) > 1:  # a tuned row is compared with a baseline tuned alike, where there is one
+            alike = [o for o in candidates if o.tuning == row.tuning]
+            candidates = alike or candidates
         if len(candidates) > 1:
             same_recipe = [o for o in candidates if o.recipe == row.recipe]
             candidates = same_recipe if len(same_recipe) == 1 else candidates
@@ -304,9 +318,10 @@ def describe_stops(reasons: list[str | None]) -> str:
 
 
 def _refuse_unfair_deltas(rows: list[Row]) -> None:
-    """Δ only between early-stopped rows that ran the same seeds as their baseline: a row trained to a cap or
-    a budget (or of unknown stopping) measures its budget as much as its representation, and seed-averaged
-    values over different seeds are not paired samples of the same thing."""
+    """Δ only between early-stopped rows that ran the same seeds as their baseline, tuned alike: a row trained
+    to a cap or a budget (or of unknown stopping) measures its budget as much as its representation, a row
+    tuned on validation against an untuned one (or with another budget) measures the search as much as the
+    model, and seed-averaged values over different seeds are not paired samples of the same thing."""
     for row in rows:
         if row.baseline is None or row.is_baseline:
             continue
@@ -320,6 +335,11 @@ def _refuse_unfair_deltas(rows: list[Row]) -> None:
             reasons.append(
                 f"different seeds: {', '.join(map(str, row.seeds))} vs the baseline's "
                 f"{', '.join(map(str, base.seeds))}"
+            )
+        if row.tuning != base.tuning:
+            reasons.append(
+                f"{'tuned (' + row.tuning + ')' if row.tuning else 'not tuned'} vs a baseline "
+                f"{'tuned (' + base.tuning + ')' if base.tuning else 'not tuned'}"
             )
         row.delta_refused = "; ".join(reasons)
 
