@@ -428,7 +428,14 @@ def run_study(spec: RunSpec, reporter, handle, datasets, regime, dataset_fingerp
     if (left_trials is None or left_trials > 0) and (left_s is None or left_s > 0):
         dims = dimensions(spec)
         objective = _Objective(spec, dims, reporter, handle, experiment, name, datasets, regime)
-        study.optimize(objective, n_trials=left_trials, timeout=left_s, catch=(TrialFailed,))
+
+        def stop_when_spent(study, trial) -> None:
+            """The wall budget is trial time over every session (not Optuna's timeout, which counts from
+            this call): checked after each trial, so a trial that starts always finishes."""
+            if tune.wall_s is not None and sum(_duration(t) for t in _counted(study)) >= tune.wall_s:
+                study.stop()
+
+        study.optimize(objective, n_trials=left_trials, callbacks=[stop_when_spent], catch=(TrialFailed,))
 
     counted = _counted(study)
     complete = [t for t in counted if t.state == TrialState.COMPLETE]

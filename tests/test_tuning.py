@@ -447,3 +447,15 @@ def test_bad_tuning_input_is_a_message_with_exit_status_2_never_a_traceback(tmp_
     (tuned,) = expand(recipe_from_dict({**BASE, "tune": {"trials": 2, "space": SPACE}}))
     with pytest.raises(RecipeError, match="is tuned .*run it without --nproc"):
         distributed.check([tuned], 2, "serial")
+
+
+def test_a_wall_clock_budget_is_checked_before_each_trial(tiny_ml_dir, monkeypatch):
+    calls = _fake_trials(monkeypatch, {n: [0.1 * (n + 1)] for n in range(5)})
+    raw = _tiny(tiny_ml_dir)
+    raw["tune"] = {"wall_s": 1e-6, "space": SPACE}  # spent by the first trial, which it never interrupts
+    (result,) = run_recipe(recipe_from_dict(raw), options=RunOptions(track=False))
+    assert len(calls) == 1
+    assert result.notes["tune"]["trials"] == 1 and result.notes["tune"]["budget"] == {
+        "trials": None,
+        "wall_s": 1e-6,
+    }
