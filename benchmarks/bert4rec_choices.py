@@ -23,9 +23,8 @@ import torch
 
 from recbench.config import expand, recipe_from_dict
 from recbench.evaluation.protocol import Protocol, evaluate
-from recbench.model import build_model
 from recbench.reporting import Reporter
-from recbench.runner import DataMemo, seed_everything, train_stage
+from recbench.runner import DataMemo, build_stage, seed_everything, train_stage
 
 VARIANTS = {
     "chosen (head norm, no last-item windows)": {},
@@ -71,14 +70,7 @@ def valid_ndcg(raw: dict) -> tuple[float, float]:
     prepared = DataMemo().prepare(spec, Reporter())
     data, split = prepared.data, prepared.split
 
-    model, _ = build_model(
-        spec.encoder,
-        spec.backbone,
-        prepared.content,
-        data.num_items,
-        spec.train.max_len,
-        split.train_item_counts,
-    )
+    model, _ = build_stage(spec, prepared)
     protocol = Protocol(num_items=data.num_items, max_len=spec.train.max_len, ks=spec.eval.ks, seed=spec.seed)
     train_stage(spec, model, split, protocol, torch.device("cpu"), generator, Reporter(), None)
     model.eval()

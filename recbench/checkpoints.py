@@ -70,9 +70,9 @@ def load_run(run_id: str, data_dir: str | None = None, reporter=None) -> LoadedR
     """Rebuild a FINISHED run's model from the store; `data_dir` overrides where its dataset lives."""
     from mlflow.exceptions import MlflowException
 
-    from recbench.model import build_model
+    from recbench.regimes import regime_for
     from recbench.reporting import Reporter
-    from recbench.runner import DataMemo, pick_device
+    from recbench.runner import DataMemo, build_stage, pick_device
     from recbench.tracking import Store
 
     store = Store()
@@ -101,17 +101,7 @@ def load_run(run_id: str, data_dir: str | None = None, reporter=None) -> LoadedR
         data = prepared.data
         check_index(index, data)
 
-        model, _ = build_model(
-            spec.encoder,
-            spec.backbone,
-            prepared.content,
-            data.num_items,
-            spec.train.max_len,
-            prepared.split.train_item_counts,
-            reporter,
-        )
-        from recbench.regimes import regime_for
-
+        model, _ = build_stage(spec, prepared, reporter)
         regime_for(spec).adapt(model, loaded=True)  # e.g. adapters, before their weights load
         load_weights(model, folder / WEIGHTS_FILE)
     model = model.to(pick_device(spec.train.device)).eval()

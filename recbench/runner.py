@@ -364,8 +364,7 @@ def _run(
     regime = regime or regime_for(spec)
     t_start = time.perf_counter()
     per_run_peak = reset_peak_rss()
-    if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
-        torch.set_num_threads(int(spec.train.threads or os.environ["RECBENCH_THREADS"]))
+    set_threads(spec)
     device = pick_device(spec.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -388,15 +387,7 @@ def _run(
         f"{torch.get_num_threads()} thread{'s' * (torch.get_num_threads() != 1)}"
     )
 
-    model, report = build_model(
-        spec.encoder,
-        spec.backbone,
-        prepared.content,
-        data.num_items,
-        spec.train.max_len,
-        split.train_item_counts,
-        reporter,
-    )
+    model, report = build_stage(spec, prepared, reporter)
     regime_notes = regime.adapt(model)
     model = model.to(device)
     protocol = eval_protocol(spec, data.num_items)
@@ -487,6 +478,26 @@ def _run(
     if announce:
         reporter.run_end(result)
     return result
+
+
+def set_threads(spec: RunSpec) -> None:
+    """torch threads for a run: train.threads, else RECBENCH_THREADS, else torch's default (all cores)."""
+    if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
+        torch.set_num_threads(int(spec.train.threads or os.environ["RECBENCH_THREADS"]))
+
+
+def build_stage(spec: RunSpec, prepared: PreparedData, reporter: Reporter | None = None):
+    """Stage 2: (model, encoder report) as the run's sections build it, its encoder prepared (content
+    encoded or read from the cache); the regime adapts it afterwards."""
+    return build_model(
+        spec.encoder,
+        spec.backbone,
+        prepared.content,
+        prepared.data.num_items,
+        spec.train.max_len,
+        prepared.split.train_item_counts,
+        reporter,
+    )
 
 
 def eval_protocol(spec: RunSpec, num_items: int) -> Protocol:

@@ -38,14 +38,11 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from recbench.config import RecipeError, RunSpec, _check_spec, fingerprint
 
@@ -552,23 +549,13 @@ def train_trial(spec: RunSpec, reporter, handle, datasets, regime, after_epoch: 
     trained again by the runner with the same seed, gives the same model): threads, seed, data, model as the
     regime starts it, then the train stage with `after_epoch` seeing every epoch. Returns the History."""
     from recbench import runner
-    from recbench.model import build_model
 
-    if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
-        torch.set_num_threads(int(spec.train.threads or os.environ["RECBENCH_THREADS"]))
+    runner.set_threads(spec)
     device = runner.pick_device(spec.train.device)
     generator = runner.seed_everything(spec.seed)
     prepared = datasets.prepare(spec, reporter)
     data, split = prepared.data, prepared.split
-    model, _ = build_model(
-        spec.encoder,
-        spec.backbone,
-        prepared.content,
-        data.num_items,
-        spec.train.max_len,
-        split.train_item_counts,
-        reporter,
-    )
+    model, _ = runner.build_stage(spec, prepared, reporter)
     regime.adapt(model)
     model = model.to(device)
     if not (model.trainable and regime.trains):
