@@ -176,16 +176,22 @@ def follow(spec, reporter=None) -> None:
     quiet = reporter or Reporter()
     memo = runner.DataMemo()
     memo.prepare(spec, quiet, quiet=True)  # the order rank 0 follows: data prepared, then seeded
-    runner._run(spec, quiet, None, memo)
+    runner.run_stages(spec, quiet, None, memo)
 
 
 def check(runs: list, nproc: int | None, executor: str) -> None:
     """Refuse what a data-parallel run cannot do (a RecipeError: exit status 2)."""
     from recbench.config import RecipeError
+    from recbench.regimes import Scratch, regime_for
 
     how = f"--nproc {nproc}" if nproc else "torchrun"
     if executor != "serial":
         raise RecipeError(f"{how} trains one run over several processes; it does not combine with --executor")
+    if len(runs) == 1 and (runs[0].tune is not None or type(regime_for(runs[0])) is not Scratch):
+        raise RecipeError(
+            f"{how} trains one run from scratch; {runs[0].run_name} has a tune section or a transfer "
+            "regime (its other stages would not be shared by the processes): run it without --nproc"
+        )
     if len(runs) != 1:
         raise RecipeError(
             f"{how} trains one run over several processes, and the selection holds {len(runs)} runs: pick "

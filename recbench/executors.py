@@ -131,7 +131,9 @@ def run_threads(spec: RunSpec) -> int:
 _WORKER_DATA = None  # one DataMemo per Ray worker process: its tasks on one dataset load it once
 
 
-def train_in_worker(spec: RunSpec, uri: str | None, run_id: str | None, threads: int) -> RunResult:
+def train_in_worker(
+    spec: RunSpec, uri: str | None, run_id: str | None, threads: int, command: str | None = None
+) -> RunResult:
     """The body of a Ray task: train and evaluate one run, logging into the driver's run `run_id`.
 
     The data is prepared before the run seeds its generators, in the serial driver's order (its reuse check
@@ -140,7 +142,7 @@ def train_in_worker(spec: RunSpec, uri: str | None, run_id: str | None, threads:
     """
     global _WORKER_DATA
     from recbench import runner
-    from recbench.tracking import RunHandle
+    from recbench.tracking import RunHandle, Tracker
 
     os.environ["RECBENCH_THREADS"] = str(threads)
     if _WORKER_DATA is None:
@@ -148,7 +150,8 @@ def train_in_worker(spec: RunSpec, uri: str | None, run_id: str | None, threads:
     quiet = Reporter()
     _WORKER_DATA.prepare(spec, quiet, quiet=True)
     handle = RunHandle.attach(uri, run_id) if uri and run_id else None
-    return runner.run_stages(spec, quiet, handle, _WORKER_DATA)
+    tracker = Tracker(spec.experiment, uri) if handle else None  # a transfer run's source stage is tracked
+    return runner.run_in_handle(spec, quiet, handle, _WORKER_DATA, tracker, command)
 
 
 @dataclass
@@ -266,7 +269,9 @@ class RayExecutor:
                     # a GPU is declared only for train.device: cuda; Ray hides the GPUs from other tasks, so
                     # `auto` trains on CPU under Ray
                     gpus = 1 if spec.train.device == "cuda" else 0
-                    ref = remote.options(num_cpus=threads, num_gpus=gpus).remote(spec, uri, run_id, threads)
+                    ref = remote.options(num_cpus=threads, num_gpus=gpus).remote(
+                        spec, uri, run_id, threads, ctx.options.command
+                    )
                     inflight[ref] = _Task(i, spec, run_id)
                 if not inflight:
                     break

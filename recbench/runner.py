@@ -212,6 +212,16 @@ def run_spec(
         return run_stages(spec, reporter, handle, datasets, regime)
 
 
+def run_in_handle(
+    spec: RunSpec, reporter: Reporter, handle, datasets: DataMemo, tracker=None, command: str | None = None
+) -> RunResult:
+    """What `run_spec` does inside its tracked run, for a run created elsewhere: a Ray task logs into the
+    run its driver claimed (`handle`), with a tracker of its own for a transfer regime's source stage."""
+    regime = regime_for(spec)
+    regime.before(lambda source: source_stage(source, reporter, tracker, datasets, command))
+    return run_stages(spec, reporter, handle, datasets, regime)
+
+
 def source_stage(
     spec: RunSpec, reporter: Reporter, tracker, datasets: DataMemo, command: str | None = None
 ) -> tuple[SourceModel, bool]:

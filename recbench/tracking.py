@@ -368,7 +368,8 @@ class Store:
 
         _quiet_mlflow()
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with store_lock(self.uri):  # a client creates a missing sqlite schema: never two at once
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiments(self, names: list[str] | None = None) -> dict[str, str]:
         """{experiment id: name}: the named experiments (unknown names are an error), or every active

@@ -67,7 +67,11 @@ def _slow_recipe(data_dir, tmp_path: Path) -> tuple[dict, Path]:
 def _start_and_wait_for_training(
     path: Path, experiment: str, timeout_s: float = 120.0, extra: list[str] | None = None
 ):
-    """`recbench run` in a subprocess, returned once its run has logged an epoch (it is training)."""
+    """`recbench run` in a subprocess, returned once its run has logged an epoch (it is training).
+
+    The store is created first: this test's own polling client would otherwise create the schema too,
+    outside recbench's lock (any MLflow client on a missing sqlite file does)."""
+    Tracker(experiment)
     proc = subprocess.Popen(
         [RECBENCH, "run", str(path), *(extra or [])],
         env=_env(),

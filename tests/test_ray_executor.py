@@ -87,7 +87,7 @@ def test_ray_gives_the_serial_numbers_and_a_failed_task_fails_only_its_run(
         run_recipe(recipe_from_dict(raw_ray), options=RunOptions(executor="ray", workers=2))
 
     results = failed.value.results
-    assert [r.name for r in results] == [r.name for r in serial]
+    assert [r.name for r in results] == [r.name for r in serial], failed.value.failures
     assert [r.metrics for r in results] == [r.metrics for r in serial]  # to the last digit
     assert [r.cost.epochs for r in results] == [r.cost.epochs for r in serial]
     ((name, reason),) = failed.value.failures
