@@ -210,6 +210,7 @@ class RayExecutor:
             return False
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if self.address:
+            _check_reachable(self.address)
             kwargs["address"] = self.address
         elif self.workers:
             kwargs["num_cpus"] = self.workers * max(run_threads(spec) for _, spec in queue)
@@ -316,6 +317,23 @@ class RayExecutor:
         results[task.index] = result
         ctx.reporter.stage(f"finished {count}: {name}")
         ctx.reporter.run_end(result)
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: ray.init would retry it for minutes, silently."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RecipeError(
+            f"--address {address}: nothing answers at {host}:{port} ({exc}); start the head with "
+            f"`ray start --head --port {port}` there, or use --address auto on a node of the cluster"
+        ) from None
 
 
 EXECUTORS: dict[str, Callable[[Any], Any]] = {"serial": SerialExecutor, "ray": RayExecutor}

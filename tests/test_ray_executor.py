@@ -72,6 +72,15 @@ def test_the_cli_says_what_is_wrong_with_executor_flags(tmp_path):
     assert result.exit_code == 2 and "unknown executor 'threads'" in result.output
 
 
+def test_an_address_where_nobody_listens_is_refused_at_once(tiny_ml_dir):
+    """ray.init would retry a dead address for minutes without a word (measured: still waiting at 400 s)."""
+    raw = _tiny_recipe(tiny_ml_dir)
+    address = f"127.0.0.1:{_free_port()}"
+    options = RunOptions(executor="ray", address=address, track=False)
+    with pytest.raises(RecipeError, match=f"--address {address}: nothing answers at {address}"):
+        run_recipe(recipe_from_dict(raw), options=options)
+
+
 def test_ray_gives_the_serial_numbers_and_a_failed_task_fails_only_its_run(
     local_ray, tiny_ml_dir, tmp_path, monkeypatch
 ):
