@@ -48,12 +48,42 @@ class Terminated(BaseException):
 
 
 _sigterm_installed = False
+_shield_depth = 0  # main thread: inside this many store calls, where a SIGTERM waits for the call to end
+_pending = False  # a SIGTERM arrived during a store call
 
 
 def _on_sigterm(signum, frame) -> None:
-    # only the first one raises: a second SIGTERM must not interrupt the FAILED bookkeeping of the first
+    global _pending
+    # only the first one counts: a second SIGTERM must not interrupt the FAILED bookkeeping of the first
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated("SIGTERM received: the process was asked to stop")
+    if _shield_depth:
+        _pending = True
+        return
+    raise Terminated(TERMINATED)
+
+
+TERMINATED = "SIGTERM received: the process was asked to stop"
+
+
+@contextmanager
+def shield(deliver: bool = True) -> Iterator[None]:
+    """A store call that SIGTERM must not cut in two. Raised inside a sqlite write, the exception left
+    the transaction's lock held by this process, and marking the run FAILED then waited on that lock until
+    sqlite gave up ('database is locked', seen in tests/test_concurrency.py). The signal is delivered when
+    the outermost shielded call returns (not with `deliver=False`: the FAILED bookkeeping itself finishes
+    first, and the pending signal comes at the next store call)."""
+    global _shield_depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _shield_depth += 1
+    try:
+        yield
+    finally:
+        _shield_depth -= 1
+    if deliver and _shield_depth == 0 and _pending:
+        _pending = False
+        raise Terminated(TERMINATED)
 
 
 def install_sigterm_handler() -> None:

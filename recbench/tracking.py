@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from recbench.lifecycle import HEARTBEAT, owner_state, owner_tags, store_lock
+from recbench.lifecycle import HEARTBEAT, owner_state, owner_tags, shield, store_lock
 from recbench.results import RunResult
 
 SUMMARY_ARTIFACT = "run_summary.json"
@@ -111,7 +111,7 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         # the first client to open a fresh sqlite store creates its schema: one process at a time
         with store_lock(self.uri):
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = ShieldedClient(MlflowClient(tracking_uri=self.uri))
             exp = self.client.get_experiment_by_name(experiment)
             kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
             try:
@@ -241,15 +241,34 @@ class Tracker:
         """End a run FAILED, saying why in a tag, its name and its description."""
         HEARTBEAT.discard(run_id)
         reason = reason[:5000]
-        try:
-            self.client.set_tag(run_id, TAG_FAILURE, reason)
-            # the status column is easy to miss: the name and description say it too (a FINISHED rerun
-            # of the same name is then told apart at a glance in the UI's runs table)
-            if not run_name.endswith(" [FAILED]"):
-                self.client.update_run(run_id, name=f"{run_name} [FAILED]")
-            self.client.set_tag(run_id, "mlflow.note.content", f"FAILED: {reason}")
-        finally:
-            self.client.set_terminated(run_id, status="FAILED")
+        with shield(deliver=False):  # a SIGTERM now waits until the run is marked
+            try:
+                self.client.set_tag(run_id, TAG_FAILURE, reason)
+                # the status column is easy to miss: the name and description say it too (a FINISHED
+                # rerun of the same name is then told apart at a glance in the UI's runs table)
+                if not run_name.endswith(" [FAILED]"):
+                    self.client.update_run(run_id, name=f"{run_name} [FAILED]")
+                self.client.set_tag(run_id, "mlflow.note.content", f"FAILED: {reason}")
+            finally:
+                self.client.set_terminated(run_id, status="FAILED")
+
+
+class ShieldedClient:
+    """An MlflowClient whose calls are not cut in two by SIGTERM (:func:`recbench.lifecycle.shield`)."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with shield():
+                return attr(*args, **kwargs)
+
+        return call
 
 
 class RunHandle:
@@ -264,7 +283,7 @@ class RunHandle:
 
         _quiet_mlflow()
         with store_lock(uri):
-            client = MlflowClient(tracking_uri=uri)
+            client = ShieldedClient(MlflowClient(tracking_uri=uri))
             client.get_run(run_id)  # fails early, naming the run, if the store or run is not reachable
         return cls(client, run_id)
 

@@ -205,6 +205,36 @@ def test_owner_liveness():
 # --------------------------------------------------------------------------------------------- signals
 
 
+def test_sigterm_waits_for_the_store_call_in_progress(monkeypatch):
+    """A SIGTERM inside a store call is delivered when the call returns: raised inside a sqlite write it
+    left this process's own lock held, and marking the run FAILED then timed out ('database is locked')."""
+    from recbench import lifecycle
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(lifecycle, "_pending", False)  # restored afterwards, like the handler below
+    monkeypatch.setattr(lifecycle, "_sigterm_installed", False)
+    try:
+        lifecycle.install_sigterm_handler()
+        done = []
+        with pytest.raises(lifecycle.Terminated, match="SIGTERM received"):
+            with lifecycle.shield():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler has run by now; the call goes on
+                done.append("call finished")
+        assert done == ["call finished"]
+
+        lifecycle.install_sigterm_handler()
+        with lifecycle.shield(deliver=False):  # the FAILED bookkeeping: not interrupted, signal kept
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        assert lifecycle._pending is True
+        with pytest.raises(lifecycle.Terminated):
+            with lifecycle.shield():  # ... and delivered at the next store call
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_sigterm_ends_the_run_failed_with_the_reason(tiny_ml_dir, tmp_path):
     _, path = _slow_recipe(tiny_ml_dir, tmp_path)
     proc, run = _start_and_wait_for_training(path, "slow")
