@@ -446,7 +446,7 @@ def summary_table(results: list[Any], ks_metric: str = "ndcg@10") -> Table:
     )
     table = Table(title=title, show_lines=False)
     for col in varying:
-        table.add_column(col, no_wrap=col in ("encoder", "split"))
+        table.add_column(col, no_wrap=col in ("encoder", "split"), overflow="fold")  # never an ellipsis
     metric_cols = (
         f"HR@{k}",
         f"NDCG@{k}",
