@@ -3,6 +3,7 @@ into a temporary folder, over a few generated images."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -156,13 +157,13 @@ def test_end_to_end_clip_run(tiny_ml_dir, clip_dir, tmp_path, monkeypatch, tower
     paths = write_images(tmp_path / "posters", 40)
     original = ItemContent.from_data
 
-    def with_images(data, template, missing_text="empty", missing_image="blank"):
-        c = original(data, template, missing_text, missing_image)
+    def with_images(data, template, missing_text="empty", missing_image="blank", **kwargs):
+        c = original(data, template, missing_text, missing_image, **kwargs)
         n = c.items.height
         col = pl.Series(
             "image_path", [paths[i % 40] if i % 2 == 0 else None for i in range(n)], dtype=pl.String
         )
-        return ItemContent(c.dataset, c.items.with_columns(col), c.template, c.missing_text, c.missing_image)
+        return replace(c, items=c.items.with_columns(col))
 
     monkeypatch.setattr(runner_module.ItemContent, "from_data", staticmethod(with_images))
     recipe = recipe_from_dict(

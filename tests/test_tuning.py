@@ -445,7 +445,7 @@ def test_bad_tuning_input_is_a_message_with_exit_status_2_never_a_traceback(tmp_
     out = CliRunner().invoke(app, ["validate", str(path)])
     assert out.exit_code == 2 and "did you mean 'train.lr'" in out.output and "Traceback" not in out.output
     (tuned,) = expand(recipe_from_dict({**BASE, "tune": {"trials": 2, "space": SPACE}}))
-    with pytest.raises(RecipeError, match="is tuned .*run it without --nproc"):
+    with pytest.raises(RecipeError, match="has a tune section .*run it without --nproc"):
         distributed.check([tuned], 2, "serial")
 
 
