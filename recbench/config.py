@@ -346,7 +346,17 @@ EncoderSection = Annotated[
 # --------------------------------------------------------------------------------------------- backbones
 
 
-class SASRecSection(Strict):
+class _Attention(Strict):
+    """Backbones with multi-head attention: `heads` must divide `dim`."""
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class SASRecSection(_Attention):
     """Causal self-attention (Kang & McAuley, 2018)."""
 
     kind: Literal["sasrec"] = "sasrec"
@@ -357,12 +367,6 @@ class SASRecSection(Strict):
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on embeddings, residuals and FFN.")
     attn_dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on attention weights.")
     norm: Literal["pre", "post"] = Field("post", description="LayerNorm before or after each sublayer.")
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        return self
 
 
 class GRU4RecSection(Strict):
@@ -375,7 +379,7 @@ class GRU4RecSection(Strict):
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on the input item vectors.")
 
 
-class BERT4RecSection(Strict):
+class BERT4RecSection(_Attention):
     """Bidirectional transformer with cloze training (Sun et al., 2019)."""
 
     kind: Literal["bert4rec"] = "bert4rec"
@@ -401,12 +405,6 @@ class BERT4RecSection(Strict):
         "validation NDCG@10 (benchmarks/bert4rec_choices.py).",
     )
 
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        return self
-
 
 class PopSection(Strict):
     """Most popular: every user gets the items ranked by their training count (the floor of every table).
@@ -418,7 +416,7 @@ class PopSection(Strict):
     kind: Literal["pop"] = "pop"
 
 
-class TigerSection(Strict):
+class TigerSection(_Attention):
     """Generative retrieval (TIGER, Rajput et al. 2023): an encoder-decoder transformer reads the history as
     semantic-ID tokens and generates the next item's codes by beam search over the catalogue's code tuples.
 
@@ -435,12 +433,6 @@ class TigerSection(Strict):
     beam_width: int = Field(
         20, ge=1, le=10_000, description="Beam width: items ranked per user (part of the protocol)."
     )
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        return self
 
 
 BackboneSection = Annotated[

@@ -175,7 +175,7 @@ def follow(spec, reporter=None) -> None:
         return
     quiet = reporter or Reporter()
     memo = runner.DataMemo()
-    memo.prepare(spec, quiet, quiet=True)  # the order rank 0 follows: data prepared, then seeded
+    memo.prepare(spec, quiet)  # the order rank 0 follows: data prepared, then seeded
     runner.run_stages(spec, quiet, None, memo)
 
 

@@ -60,7 +60,7 @@ class GridContext:
         """A FINISHED run of the same recipe, data and protocol, when reuse is on."""
         if self.tracker is None or not self.options.skip_finished:
             return None
-        prepared = self.datasets.prepare(spec, self.reporter, quiet=True)
+        prepared = self.datasets.prepare(spec, self.reporter)
         return self.tracker.reusable_result(
             spec.recipe_hash, prepared.data.fingerprint, prepared.protocol_fingerprint
         )
@@ -148,7 +148,7 @@ def train_in_worker(
     if _WORKER_DATA is None:
         _WORKER_DATA = runner.DataMemo()
     quiet = Reporter()
-    _WORKER_DATA.prepare(spec, quiet, quiet=True)
+    _WORKER_DATA.prepare(spec, quiet)
     handle = RunHandle.attach(uri, run_id) if uri and run_id else None
     tracker = Tracker(spec.experiment, uri) if handle else None  # a transfer run's source stage is tracked
     return runner.run_in_handle(spec, quiet, handle, _WORKER_DATA, tracker, command)
@@ -253,7 +253,7 @@ class RayExecutor:
                     i, spec = queue.pop(0)
                     run_id = None
                     if ctx.tracker:
-                        prepared = ctx.datasets.prepare(spec, ctx.reporter, quiet=True)
+                        prepared = ctx.datasets.prepare(spec, ctx.reporter)
                         params, tags = run_tags(spec, ctx.baseline, ctx.options.command, prepared)
                         try:
                             run_id = ctx.tracker.start(

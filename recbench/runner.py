@@ -207,7 +207,7 @@ def run_spec(
     regime.before(lambda source: source_stage(source, reporter, tracker, datasets, command))
     if tracker is None:
         return run_stages(spec, reporter, None, datasets, regime)
-    params, tags = run_tags(spec, baseline, command, datasets.prepare(spec, reporter, quiet=True))
+    params, tags = run_tags(spec, baseline, command, datasets.prepare(spec, reporter))
     with tracker.run(spec.run_name, params, tags, reuse_finished=reuse_finished) as handle:
         return run_stages(spec, reporter, handle, datasets, regime)
 
@@ -228,7 +228,7 @@ def source_stage(
     """The source stage of a transfer run: a FINISHED source run on the same data is reused (its saved
     weights); otherwise it is trained now, tracked like any run. Returns (weights, reused)."""
     if tracker is not None:
-        prepared = datasets.prepare(spec, reporter, quiet=True)
+        prepared = datasets.prepare(spec, reporter)
         done = tracker.reusable_result(
             spec.recipe_hash, prepared.data.fingerprint, prepared.protocol_fingerprint
         )
@@ -249,7 +249,7 @@ def source_stage(
     if tracker is None:
         result = _run(spec, reporter, None, datasets, regime_for(spec), on_model=keep, announce=False)
     else:
-        params, tags = run_tags(spec, None, command, datasets.prepare(spec, reporter, quiet=True))
+        params, tags = run_tags(spec, None, command, datasets.prepare(spec, reporter))
         with tracker.run(spec.run_name, params, tags) as handle:
             result = _run(spec, reporter, handle, datasets, regime_for(spec), on_model=keep, announce=False)
     return SourceModel(kept["state"], result.run_id, result.cost.wall_s, spec.run_name), False
@@ -299,7 +299,7 @@ class DataMemo:
         self._data: dict[str, tuple[SequenceData, Callable[[], ItemContent]]] = {}
         self._splits: dict[tuple[str, str], Split] = {}
 
-    def _load(self, section: DatasetSection, reporter: Reporter, quiet: bool):
+    def _load(self, section: DatasetSection, reporter: Reporter):
         """(data, content) of a dataset section; a section with `mix_with` is the mixture of all of them."""
         key = fingerprint(section.model_dump(mode="json"))
         if key in self._data:
@@ -308,11 +308,11 @@ class DataMemo:
             from recbench.data.mixing import mix_datasets
 
             parts = [section.model_copy(update={"mix_with": ()}), *section.mix_with]
-            loaded = [self._load(part, reporter, quiet) for part in parts]
+            loaded = [self._load(part, reporter) for part in parts]
             mixed, mixed_content = mix_datasets([(data, content()) for data, content in loaded])
             self._data[key] = (mixed, lambda: mixed_content)
             return self._data[key]
-        # fetching says where the data came from even in a quiet (reuse-check) load: it happens once
+        # fetching says where the data came from, also in a reuse-check load: it happens once
         data = load_dataset(
             section, progress=reporter.download, notify=lambda line: reporter.stage(f"  {line}")
         )
@@ -327,8 +327,8 @@ class DataMemo:
         self._data[key] = (data, content)
         return self._data[key]
 
-    def prepare(self, spec: RunSpec, reporter: Reporter, quiet: bool = False) -> PreparedData:
-        data, content = self._load(spec.dataset, reporter, quiet)
+    def prepare(self, spec: RunSpec, reporter: Reporter) -> PreparedData:
+        data, content = self._load(spec.dataset, reporter)
         check_catalogue(spec, data.num_items)
         dataset_key = fingerprint(spec.dataset.model_dump(mode="json"))
         split_key = (dataset_key, fingerprint(spec.split.model_dump(mode="json")))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from recbench.config import config_hash
 from recbench.evaluation.stats import (
@@ -151,26 +152,31 @@ def _problem(run: StoredRun) -> str | None:
     if "user" not in per_user.columns or "target" not in per_user.columns:
         return "per-user results lack user/target columns"
     for name, value in test.items():
-        if name not in per_user.columns:
-            return f"per-user results lack {name}"
-        column = per_user[name].to_numpy()
-        if not np.isfinite(column).all():
-            return f"non-finite per-user {name}"
-        if abs(float(column.mean()) - value) > _TOLERANCE:
-            return f"per-user {name} averages {column.mean():.6f}, the summary says {value:.6f}"
+        problem = _per_user_disagrees(per_user, name, value, "")
+        if problem:
+            return problem
         logged = run.metrics.get(metric_key("test", name))
         if logged is None or abs(logged - value) > _TOLERANCE:
             return f"MLflow metric {metric_key('test', name)} ({logged}) disagrees with the summary ({value})"
     kept_group = f"test/{HISTORY_KEPT}"
     for name, value in res.metrics.get(kept_group, {}).items():
-        column = f"{HISTORY_KEPT}:{name}"
-        if column not in per_user.columns:
-            return f"per-user results lack {column} (the summary has {kept_group} metrics)"
-        values = per_user[column].to_numpy()
-        if not np.isfinite(values).all():
-            return f"non-finite per-user {column}"
-        if abs(float(values.mean()) - value) > _TOLERANCE:
-            return f"per-user {column} averages {values.mean():.6f}, the summary says {value:.6f}"
+        problem = _per_user_disagrees(
+            per_user, f"{HISTORY_KEPT}:{name}", value, f" (the summary has {kept_group} metrics)"
+        )
+        if problem:
+            return problem
+    return None
+
+
+def _per_user_disagrees(per_user: pl.DataFrame, column: str, value: float, context: str) -> str | None:
+    """Why a per-user column does not support the summary's mean `value` (absent, non-finite, other mean)."""
+    if column not in per_user.columns:
+        return f"per-user results lack {column}{context}"
+    values = per_user[column].to_numpy()
+    if not np.isfinite(values).all():
+        return f"non-finite per-user {column}"
+    if abs(float(values.mean()) - value) > _TOLERANCE:
+        return f"per-user {column} averages {values.mean():.6f}, the summary says {value:.6f}"
     return None
 
 

@@ -223,9 +223,8 @@ class FitConfig:
     valid_metric: str = "ndcg@10"
     grad_clip: float | None = None
     mask_prob: float = 0.0  # cloze objectives only
-    held_out: object = (
-        None  # item indices never in training (cold-start split): no class, no negative, no update
-    )
+    # item indices never in training (cold-start split): no class, no negative, no update
+    held_out: object = None
 
 
 def fit(

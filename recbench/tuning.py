@@ -342,7 +342,7 @@ def tune_and_run(
     runner's stages once (its test evaluated once). Returns the run's RunResult."""
     from recbench import runner
 
-    prepared = datasets.prepare(spec, reporter, quiet=True)
+    prepared = datasets.prepare(spec, reporter)
     outcome = run_study(spec, reporter, handle, datasets, regime, prepared.data.fingerprint)
     best_spec = apply_values(spec, outcome.best, keep_tune=True)
     reporter.stage(
