@@ -433,6 +433,11 @@ class TigerSection(_Attention):
     beam_width: int = Field(
         20, ge=1, le=10_000, description="Beam width: items ranked per user (part of the protocol)."
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Arithmetic of training and decoding (bf16: autocast to bfloat16; changes the numbers, so "
+        "it is part of the run's hash).",
+    )
 
 
 BackboneSection = Annotated[

@@ -70,7 +70,9 @@ class CodeTrie:
         return CodeTrie([c.to(device) for c in self.children], self.leaf.to(device))
 
 
-StepFn = Callable[[torch.Tensor], torch.Tensor]  # codes so far (B, W, l) -> log-probs of level l (B, W, K_l)
+# (codes so far (B, W, l), parents (B, W) or None) -> log-probs of level l (B, W, K_l). parents[b, j]: which beam
+# of the previous call beam j extends (None at the first level), so a step can keep per-beam caches.
+StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def beam_search(step: StepFn, trie: CodeTrie, batch: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,9 +86,10 @@ def beam_search(step: StepFn, trie: CodeTrie, batch: int, width: int) -> tuple[t
     node = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (B, 1) prefix ids, -1 = empty slot
     score = torch.zeros(batch, 1, device=device)  # (B, 1)
     so_far = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)  # (B, W, l)
+    parents = None  # (B, W) the previous level's beam each beam extends
     for table in trie.children:
         k_l = table.shape[1]
-        logp = step(so_far)  # (B, W, K_l)
+        logp = step(so_far, parents)  # (B, W, K_l)
         child = table[node.clamp(min=0)]  # (B, W, K_l)
         valid = (child >= 0) & (node >= 0).unsqueeze(-1)  # (B, W, K_l)
         total = (score.unsqueeze(-1) + logp).masked_fill(~valid, -torch.inf)  # (B, W, K_l)
@@ -98,6 +101,7 @@ def beam_search(step: StepFn, trie: CodeTrie, batch: int, width: int) -> tuple[t
         score = score.masked_fill(~ok, -torch.inf)
         history = so_far.gather(1, beam.unsqueeze(-1).expand(-1, -1, so_far.shape[2]))  # (B, W', l)
         so_far = torch.cat([history, code.unsqueeze(-1)], dim=2)  # (B, W', l + 1)
+        parents = beam
     items = torch.where(node >= 0, trie.leaf[node.clamp(min=0)], torch.zeros_like(node))  # (B, W')
     return items, score
 
@@ -177,26 +181,57 @@ class CodeSeq2Seq(nn.Module):
 
 
 class GenerativeRecommender(nn.Module):
-    """TIGER-style generative retrieval: semantic-ID encoder (codes, token embeddings) + `CodeSeq2Seq`."""
+    """TIGER-style generative retrieval: semantic-ID encoder (codes, token embeddings) + `CodeSeq2Seq`.
+
+    Cost, and why each saving leaves the results as they were (tests/test_generative.py checks each):
+
+    - Length groups. Histories are left-padded to max_len, and one long history in a batch of short ones
+      pads every row to its length, while attention costs grow with the square of it (S = 1 + T * L' tokens).
+      Training splits each batch into groups of `train_group` windows of similar length, evaluation sorts the
+      users of a batch by length and decodes `users_per_pass` at a time, and each group is cut to its longest
+      history (:meth:`_trim`). Exact: padding is masked in every attention and positions count from the most
+      recent item, so a row's outputs do not depend on its neighbours or on how much padding it has; the loss
+      is the same mean (summed per group, divided once). Only dropout's random draws land on other tokens.
+    - Incremental beam decoding (:meth:`generate`). Each level step feeds only the newest token of every beam
+      through the decoder, reading the earlier tokens' self-attention inputs from a per-layer cache reordered
+      by the beam's parents, instead of re-running the whole prefix; and the beams of one user are the queries
+      of one cross-attention over that user's memory instead of W copies of the memory. Exact: the decoder is
+      causal (a token's state depends only on earlier tokens) and attention rows are independent queries.
+    - `precision: bf16` (declared in the recipe, part of its hash): autocast to bfloat16 in training and
+      decoding; this one does change the numbers.
+    """
 
     trainable = True
+    train_group = 64  # windows per length group in training
+    users_per_pass = 64  # users per decoding pass (length-sorted) in evaluation
 
     def __init__(
-        self, encoder: SemanticIdEncoder, backbone: CodeSeq2Seq, num_items: int, max_len: int, beam_width: int
+        self,
+        encoder: SemanticIdEncoder,
+        backbone: CodeSeq2Seq,
+        num_items: int,
+        max_len: int,
+        beam_width: int,
+        precision: str = "fp32",
     ):
         super().__init__()
         if encoder.levels == 0:
             raise ValueError("prepare() the semantic-ID encoder before building the generative model")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.encoder, self.backbone = encoder, backbone
         self.num_items, self.max_len, self.beam_width = num_items, max_len, beam_width
+        self.precision = precision
         self.trie = CodeTrie.from_codes(encoder.codes[1:].cpu(), encoder.code_sizes)
         self.users_decoded = 0
         self.decode_s = 0.0
-        self.max_users_per_pass = max(1, 4096 // beam_width)  # bounds the (users x beams, S, D) memory
 
     @property
     def objective(self) -> str:
         return self.backbone.objective
+
+    def _autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @staticmethod
     def _trim(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -205,9 +240,39 @@ class GenerativeRecommender(nn.Module):
         first = int(real.any(0).float().argmax()) if bool(real.any()) else tensors[0].shape[1] - 1
         return tuple(t[:, first:] for t in tensors)
 
+    @staticmethod
+    def _length_groups(inputs: torch.Tensor, size: int) -> list[torch.Tensor]:
+        """Row indices (ascending inside a group) of groups of `size` rows of similar history length."""
+        lengths = (inputs > 0).sum(1)  # (B,)
+        order = torch.argsort(lengths, descending=True, stable=True)  # (B,)
+        return [group.sort().values for group in order.split(size)]
+
     def own_loss(self, inputs, targets, catalogue, generator) -> tuple[torch.Tensor, TrainStates]:
-        """The `fit` capability: mean cross-entropy over the codes of every target (B, T) of the batch."""
-        inputs, targets = self._trim(inputs, targets)
+        """The `fit` capability: mean cross-entropy over the codes of every target (B, T) of the batch, the
+        mean over levels of the mean over targets, computed over length groups (see the class docstring)."""
+        sel = targets > 0  # (B, T)
+        m = int(sel.sum())
+        counts = sel.sum(1)  # (B,) targets per row
+        offsets = torch.cumsum(counts, 0) - counts  # (B,) where each row's targets start among the M
+        total = inputs.new_zeros((), dtype=torch.float)
+        states, where = [], []
+        with self._autocast(inputs.device):
+            for rows in self._length_groups(inputs, self.train_group):
+                summed, h = self._group_loss(*self._trim(inputs[rows], targets[rows]))  # (), (m_g, D)
+                total = total + summed
+                states.append(h)
+                n = counts[rows]  # (g,)
+                first = (torch.cumsum(n, 0) - n).repeat_interleave(n)  # (m_g,)
+                where.append(
+                    offsets[rows].repeat_interleave(n) + torch.arange(len(first), device=n.device) - first
+                )
+        loss = total / (self.encoder.levels * max(1, m))
+        h = torch.cat(states)[torch.argsort(torch.cat(where))]  # (M, D) in the batch's row-major order
+        return loss, TrainStates(states=h, targets=targets[sel], positions=sel, vectors=self.encoder)
+
+    def _group_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs, targets (B, T) -> summed cross-entropy over every target's L' codes, and the last decoder
+        state of each target (M, D). Teacher-forced: the decoder reads BOS, c1, .., c_{L'-1} of item t + 1."""
         b, t = inputs.shape
         levels = self.encoder.levels
         memory, pad = self.backbone.encode(self.encoder.level_vectors(inputs), inputs > 0)  # (B, S, D)
@@ -232,31 +297,57 @@ class GenerativeRecommender(nn.Module):
         sel = targets > 0  # (B, T)
         h = states[sel]  # (M, L', D)
         y = codes[sel]  # (M, L')
-        losses = [F.cross_entropy(head(h[:, i]), y[:, i]) for i, head in enumerate(self.backbone.heads)]
-        loss = torch.stack(losses).mean()  # mean over levels of the mean over targets
-        return loss, TrainStates(states=h[:, -1], targets=targets[sel], positions=sel, vectors=self.encoder)
+        summed = sum(
+            F.cross_entropy(head(h[:, i]).float(), y[:, i], reduction="sum")
+            for i, head in enumerate(self.backbone.heads)
+        )
+        return summed, h[:, -1]
 
     @torch.no_grad()
     def generate(
         self, histories: torch.Tensor, width: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """histories (B, T) item indices -> beam items (B, W) best first (0 = empty slot) and log-probs."""
+        """histories (B, T) item indices -> beam items (B, W) best first (0 = empty slot) and log-probs.
+
+        Incremental: a level step runs only each beam's newest decoder token; the earlier tokens' inputs to
+        every self-attention come from `cache` (per layer (B, W, depth, D), reordered by the beams' parents)."""
         width = width or self.beam_width
         histories = self._trim(histories)[0]
-        memory, pad = self.backbone.encode(self.encoder.level_vectors(histories), histories > 0)  # (B, S, D)
         b = len(histories)
+        with self._autocast(histories.device):
+            memory, pad = self.backbone.encode(self.encoder.level_vectors(histories), histories > 0)
+        cache: list[torch.Tensor] = []  # per decoder layer: (B, W, depth, D) normed inputs of tokens so far
+        backbone = self.backbone
 
-        def step(so_far: torch.Tensor) -> torch.Tensor:
+        def step(so_far: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
             _, w, depth = so_far.shape
-            rows = so_far.reshape(b * w, depth)  # (R, depth) codes chosen so far, R = B * W
-            parts = [self.backbone.bos.expand(b * w, -1)]
-            parts += [self._code_vector(level, rows[:, : level + 1]) for level in range(depth)]
-            inputs = torch.stack(parts, dim=1)  # (R, depth + 1, D) BOS, c1, .., c_depth
-            inputs = inputs + self.backbone.step(torch.arange(depth + 1, device=rows.device))
-            mem = memory.repeat_interleave(w, dim=0)  # (R, S, D)
-            causal = torch.ones(depth + 1, depth + 1, dtype=torch.bool, device=rows.device).triu(1)
-            out = self.backbone.decode(inputs, mem, pad.repeat_interleave(w, dim=0), causal, None)
-            logits = self.backbone.heads[depth](out[:, -1])  # (R, K_depth)
+            if depth == 0:
+                x = backbone.bos.expand(b, 1, -1)  # (B, 1, D)
+            else:
+                prefix = so_far.reshape(b * w, depth)  # (R, depth), R = B * W
+                x = self._code_vector(depth - 1, prefix).reshape(b, w, -1)  # (B, W, D) the newest code
+            x = (x + backbone.step.weight[depth]).reshape(b * w, 1, -1)  # (R, 1, D)
+            if parents is not None:
+                index = parents[:, :, None, None].expand(-1, -1, depth, x.shape[-1])  # (B, W, depth, D)
+                cache[:] = [c.gather(1, index) for c in cache]  # tokens 0..depth-1 of each beam's prefix
+            with self._autocast(histories.device):
+                for i, layer in enumerate(backbone.decoder):
+                    h = layer.norm1(x)  # (R, 1, D)
+                    past = (
+                        torch.cat([cache[i].reshape(b * w, depth, -1), h], 1) if depth else h
+                    )  # (R, depth+1, D)
+                    if depth:
+                        cache[i] = past.reshape(b, w, depth + 1, -1)
+                    else:
+                        cache.append(past.reshape(b, w, 1, -1))
+                    x = x + layer.dropout1(layer.self_attn(h, past, past, need_weights=False)[0])
+                    q = layer.norm2(x).reshape(b, w, -1)  # (B, W, D): one user's beams query its memory
+                    cross = layer.multihead_attn(
+                        q, memory, memory, key_padding_mask=~pad, need_weights=False
+                    )[0]
+                    x = x + layer.dropout2(cross).reshape(b * w, 1, -1)
+                    x = x + layer._ff_block(layer.norm3(x))
+                logits = backbone.heads[depth](backbone.dec_norm(x[:, 0]))  # (R, K_depth)
             return F.log_softmax(logits.float(), dim=-1).reshape(b, w, -1)
 
         return beam_search(step, self.trie, b, width)
@@ -276,21 +367,23 @@ class GenerativeRecommender(nn.Module):
         return node
 
     def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """(B, T) histories -> (B, N + 1) scores: beam rank r (0-based) scores width - r, every other item 0."""
+        """(B, T) histories -> (B, N + 1) scores: beam rank r (0-based) scores width - r, every other item 0.
+        Users are decoded `users_per_pass` at a time in order of history length (each pass cut to its
+        longest history); each row's scores are its own whatever the batch holds."""
         self.trie = self.trie.to(next(self.parameters()).device)
         self.users_decoded, self.decode_s = 0, 0.0
 
         def score(histories: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
             out = torch.zeros(len(histories), self.num_items + 1, device=histories.device)
-            for chunk in range(0, len(histories), self.max_users_per_pass):
-                part = histories[chunk : chunk + self.max_users_per_pass]
-                items, logp = self.generate(part)  # (b, W)
+            for rows in self._length_groups(histories, self.users_per_pass):
+                items, logp = self.generate(histories[rows])  # (b, W)
                 value = self.beam_width - torch.arange(items.shape[1], device=items.device, dtype=out.dtype)
                 value = torch.where(torch.isfinite(logp), value.expand_as(logp), torch.zeros_like(logp))
-                rows = out[chunk : chunk + len(part)]
-                rows.scatter_(1, items, value)  # empty slots write 0 into the padding column
-                rows[:, 0] = 0.0
+                part = torch.zeros(len(rows), self.num_items + 1, device=out.device)
+                part.scatter_(1, items, value)  # empty slots write 0 into the padding column
+                part[:, 0] = 0.0
+                out[rows] = part
             self.users_decoded += len(histories)
             self.decode_s += time.perf_counter() - t0
             return out
@@ -325,4 +418,7 @@ def build_generative(encoder_section, section, content, num_items: int, max_len:
         inner=section.inner,
         dropout=section.dropout,
     )
-    return GenerativeRecommender(encoder, backbone, num_items, max_len, section.beam_width), report
+    model = GenerativeRecommender(
+        encoder, backbone, num_items, max_len, section.beam_width, precision=section.precision
+    )
+    return model, report

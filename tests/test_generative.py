@@ -28,8 +28,9 @@ def random_catalogue(n: int = 60, sizes=(4, 3, 3), seed: int = 0) -> tuple[torch
 def random_step(sizes, seed=0):
     g = torch.Generator().manual_seed(seed)
 
-    def step(so_far):
+    def step(so_far, parents):
         b, w, depth = so_far.shape
+        assert (parents is None) == (depth == 0)
         return torch.log_softmax(torch.randn(b, w, sizes[depth], generator=g), dim=-1)
 
     return step
@@ -61,7 +62,7 @@ def test_beam_follows_the_model_best_tuple_first():
     codes = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
     trie = CodeTrie.from_codes(codes, [2, 2])
 
-    def step(so_far):  # prefers code 1 then code 0: item (1, 0) = item 3
+    def step(so_far, parents):  # prefers code 1 then code 0: item (1, 0) = item 3
         b, w, depth = so_far.shape
         pref = torch.tensor([[-2.0, -0.1], [-0.1, -2.0]])[depth]
         return pref.expand(b, w, 2)
@@ -75,12 +76,21 @@ def test_a_trie_refuses_colliding_tuples():
         CodeTrie.from_codes(torch.tensor([[0, 1], [0, 1]]), [1, 2])
 
 
-def make_model(num_items: int, codes: torch.Tensor, sizes: list[int], beam: int = 5, max_len: int = 8):
+def make_model(
+    num_items: int,
+    codes: torch.Tensor,
+    sizes: list[int],
+    beam: int = 5,
+    max_len: int = 8,
+    layers: int = 1,
+    combine: str = "sum",
+    precision: str = "fp32",
+):
     torch.manual_seed(0)
-    enc = SemanticIdEncoder(num_items, 32, FixedCodes(codes, sizes))
+    enc = SemanticIdEncoder(num_items, 32, FixedCodes(codes, sizes), combine=combine)
     enc.prepare()
-    backbone = CodeSeq2Seq(32, enc.levels, enc.code_sizes, max_len, 1, 1, 2, 64, 0.0)
-    return GenerativeRecommender(enc, backbone, num_items, max_len, beam)
+    backbone = CodeSeq2Seq(32, enc.levels, enc.code_sizes, max_len, layers, layers, 2, 64, 0.0)
+    return GenerativeRecommender(enc, backbone, num_items, max_len, beam, precision=precision)
 
 
 def test_scorer_ranks_the_beam_and_puts_everything_else_after_it():
@@ -101,6 +111,107 @@ def test_scorer_ranks_the_beam_and_puts_everything_else_after_it():
     ev = evaluate(model.scorer(), eval_set, protocol)
     assert ev.ranks[0] == 2 and ev.ranks[1] > 5
     assert model.cost_facts()["beam_width"] == 5 and model.cost_facts()["decode_ms_per_user"] > 0
+
+
+def full_prefix_generate(model: GenerativeRecommender, histories: torch.Tensor, width: int):
+    """The reference decoder: every level step re-runs each beam's whole prefix through `CodeSeq2Seq.decode`
+    against its own copy of the user's memory (what incremental decoding must reproduce)."""
+    histories = model._trim(histories)[0]
+    backbone, b = model.backbone, len(histories)
+    memory, pad = backbone.encode(model.encoder.level_vectors(histories), histories > 0)
+
+    def step(so_far, parents):
+        _, w, depth = so_far.shape
+        rows = so_far.reshape(b * w, depth)
+        parts = [backbone.bos.expand(b * w, -1)]
+        parts += [model._code_vector(level, rows[:, : level + 1]) for level in range(depth)]
+        inputs = torch.stack(parts, dim=1) + backbone.step(torch.arange(depth + 1))  # (R, depth + 1, D)
+        causal = torch.ones(depth + 1, depth + 1, dtype=torch.bool).triu(1)
+        out = backbone.decode(
+            inputs, memory.repeat_interleave(w, 0), pad.repeat_interleave(w, 0), causal, None
+        )
+        return torch.log_softmax(backbone.heads[depth](out[:, -1]), dim=-1).reshape(b, w, -1)
+
+    with torch.no_grad():
+        return beam_search(step, model.trie, b, width)
+
+
+def mixed_histories(n_items: int, users: int, max_len: int, seed: int = 0) -> torch.Tensor:
+    """(users, max_len) left-padded histories of lengths 1..max_len."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(users, max_len, dtype=torch.long)
+    for u in range(users):
+        n = int(torch.randint(1, max_len + 1, (1,), generator=g))
+        out[u, max_len - n :] = torch.randint(1, n_items + 1, (n,), generator=g)
+    return out
+
+
+@pytest.mark.parametrize("combine", ["sum", "prefix"])
+def test_incremental_decoding_equals_rerunning_the_whole_prefix(combine):
+    codes, sizes = random_catalogue(n=50, sizes=(4, 3, 3))
+    model = make_model(50, codes, sizes, beam=7, max_len=10, layers=2, combine=combine).eval()
+    histories = mixed_histories(50, 9, 10)
+    items, logp = model.generate(histories)
+    ref_items, ref_logp = full_prefix_generate(model, histories, 7)
+    assert items.tolist() == ref_items.tolist()
+    assert torch.allclose(logp, ref_logp, atol=1e-5)
+
+
+def test_scores_of_a_user_do_not_depend_on_the_batch_or_its_padding():
+    """Length groups and trimming: each user decoded in a batch of mixed lengths gets the beam it gets alone
+    (its history cut to its own length)."""
+    codes, sizes = random_catalogue(n=40)
+    model = make_model(40, codes, sizes, beam=6, max_len=12, layers=2).eval()
+    model.users_per_pass = 3  # several passes, each cut to its own longest history
+    histories = mixed_histories(40, 10, 12, seed=4)
+    scores = model.scorer()(histories)
+    for u in range(len(histories)):
+        row = histories[u : u + 1]
+        alone_items, alone_logp = full_prefix_generate(model, row[:, (row == 0).sum() :], 6)
+        order = scores[u].argsort(descending=True)[:6]
+        assert order.tolist() == alone_items[0].tolist()
+        assert scores[u, alone_items[0]].tolist() == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+        items, logp = model.generate(row)
+        assert torch.allclose(logp, alone_logp, atol=1e-5)
+
+
+def test_length_groups_keep_the_loss_and_its_gradient():
+    """Training in length groups is the same mean cross-entropy, with the same gradient, as the whole batch
+    at once (no dropout, so nothing random differs); states come back in the batch's row-major order."""
+    codes, sizes = random_catalogue(n=30)
+    model = make_model(30, codes, sizes, beam=4, max_len=9, layers=2).train()
+    inputs = mixed_histories(30, 11, 9, seed=5)
+    targets = torch.where(inputs > 0, (inputs % 30) + 1, torch.zeros_like(inputs))
+    results = []
+    for group in (len(inputs), 3):
+        model.train_group = group
+        model.zero_grad()
+        loss, ts = model.own_loss(inputs, targets, None, None)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach(), ts, grads))
+    (loss_a, ts_a, grads_a), (loss_b, ts_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert ts_a.targets.tolist() == ts_b.targets.tolist() == targets[targets > 0].tolist()
+    assert torch.allclose(ts_a.states, ts_b.states, atol=1e-5)
+    assert len(grads_a) == len(grads_b) and all(
+        torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_a, grads_b)
+    )
+
+
+def test_bf16_precision_trains_and_decodes_valid_items():
+    codes, sizes = random_catalogue(n=30)
+    model = make_model(30, codes, sizes, beam=5, max_len=8, precision="bf16")
+    inputs = mixed_histories(30, 6, 8, seed=1)
+    targets = torch.where(inputs > 0, (inputs % 30) + 1, torch.zeros_like(inputs))
+    loss, _ = model.own_loss(inputs, targets, None, None)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    items, logp = model.eval().generate(inputs)
+    assert bool((items > 0).all()) and bool(torch.isfinite(logp).all())
+    assert all(len(set(row)) == len(row) for row in items.tolist())
+    with pytest.raises(ValueError, match="precision"):
+        make_model(30, codes, sizes, precision="fp16")
 
 
 def test_generative_model_learns_to_emit_the_successors_codes():
