@@ -510,6 +510,14 @@ class TrainSection(Strict):
         10, ge=1, le=10_000, description="Epochs without a better valid metric before stop."
     )
     valid_metric: str = Field("ndcg@10", description="Early-stopping metric on validation, e.g. ndcg@10.")
+    valid_users: int | None = Field(
+        None,
+        ge=1,
+        description="Early stopping judges every epoch on the same sample of this many validation users (drawn "
+        "once from the run's seed) instead of all of them; the finished run's validation and test metrics still "
+        "rank every user. For rows whose validation is costly (generative beam search); it can change the kept "
+        "epoch, so it is part of the run's hash. Unset: every validation user.",
+    )
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm (None: off).")
     threads: int | None = Field(None, ge=1, le=1024, description="torch threads (None: all cores).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available.")
@@ -1011,9 +1019,9 @@ def config_hash(spec: dict[str, Any]) -> str:
 
 def _without_new_defaults(data: dict[str, Any]) -> dict[str, Any]:
     """A run's dump without the fields added after runs were stored, where they hold their defaults (a scratch
-    regime, no mixed datasets, no tuning): hashes of runs that do not use them stay what they were, so those
-    runs are still reused and still aggregate with their earlier seeds. A tuned run's searched values are
-    masked (:func:`mask_tuned`)."""
+    regime, no mixed datasets, no tuning, every validation user): hashes of runs that do not use them stay what
+    they were, so those runs are still reused and still aggregate with their earlier seeds. A tuned run's searched
+    values are masked (:func:`mask_tuned`)."""
     data = dict(data)
     if data.get("regime") in (None, {"kind": "scratch"}):
         data.pop("regime", None)
@@ -1021,6 +1029,8 @@ def _without_new_defaults(data: dict[str, Any]) -> dict[str, Any]:
         data["dataset"] = {k: v for k, v in data["dataset"].items() if k != "mix_with"}
     if data.get("tune") is None:
         data.pop("tune", None)
+    if isinstance(data.get("train"), dict) and data["train"].get("valid_users", 0) is None:
+        data["train"] = {k: v for k, v in data["train"].items() if k != "valid_users"}
     return mask_tuned(data)
 
 

@@ -37,7 +37,7 @@ from recbench.data.cards import get_card
 from recbench.data.content import ItemContent
 from recbench.data.loader import load_dataset
 from recbench.data.schema import DataError, SequenceData
-from recbench.data.splits import Split, make_split
+from recbench.data.splits import EvalSet, Split, make_split
 from recbench.evaluation.protocol import (
     Evaluation,
     Protocol,
@@ -535,8 +535,10 @@ def train_stage(
         split.train, spec.train.max_len, spec.train.stride, shift=model.backbone.shifted_windows
     )
 
+    judged = validation_sample(split.valid, spec.train.valid_users, spec.seed)
+
     def validate() -> dict[str, float]:
-        return _evaluate(model, split, "valid", protocol, device, reporter, spec).metrics
+        return _evaluate(model, split, "valid", protocol, device, reporter, spec, eval_set=judged).metrics
 
     n_batches = -(-len(windows) // spec.train.batch_size)
 
@@ -578,6 +580,16 @@ def train_stage(
         on_batch=lambda n: reporter.batch(),
         device=device,
     )
+
+
+def validation_sample(valid: EvalSet, users: int | None, seed: int) -> EvalSet:
+    """The validation users early stopping judges (train.valid_users): all, or the same seeded sample of
+    `users` of them every epoch (kept in their order)."""
+    if users is None or users >= len(valid):
+        return valid
+    mask = np.zeros(len(valid), dtype=bool)
+    mask[np.random.default_rng(seed).choice(len(valid), size=users, replace=False)] = True
+    return valid.subset(mask)
 
 
 HISTORY_KEPT = "history-kept"  # metric group of the papers' convention (history items stay candidates)
@@ -625,8 +637,11 @@ def _evaluate(
     reporter: Reporter,
     spec: RunSpec,
     with_slices: bool = False,
+    eval_set: EvalSet | None = None,
 ) -> Evaluation:
-    eval_set = split.valid if which == "valid" else split.test
+    """Rank the users of `which` split part (or of `eval_set`, a sample of them)."""
+    if eval_set is None:
+        eval_set = split.valid if which == "valid" else split.test
     slice_spec = SliceSpec(
         cold_threshold=spec.eval.cold_threshold,
         popularity_head=spec.eval.popularity_head,
