@@ -99,7 +99,7 @@ def run(
         typer.Option(
             "--executor",
             help="Where runs train: serial (one after the other, here) or ray (each run a Ray task with "
-            "RECBENCH_THREADS or train.threads CPUs, default 1; needs pip install 'recbench[ray]').",
+            "RECBENCH_THREADS or train.threads CPUs, default 1; needs pip install 'recbench\\[ray]').",
         ),
     ] = "serial",
     address: Annotated[

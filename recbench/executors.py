@@ -122,8 +122,14 @@ class SerialExecutor:
 
 
 def run_threads(spec: RunSpec) -> int:
-    """Threads (and Ray CPUs) of one run: train.threads, else RECBENCH_THREADS, else 1 (several runs share
-    the machine under Ray, and a torch step slows down many times over on oversubscribed cores)."""
+    """Threads (and Ray CPUs) of one run, under every executor: train.threads, else RECBENCH_THREADS, else 1.
+
+    Why 1 by default (``benchmarks/threads.py``, SASRec-ID on MovieLens-100K, s/epoch on 2 cores): 1 thread
+    4.6 idle, 4.8 with the other core busy, 5.1 with two runs at once; 2 threads 3.2 idle but 28 with the other
+    core busy and 32 with two runs at once (torch's OpenMP threads spin-wait for each other at every one of a
+    small model's many short parallel regions). One thread never collapses, two one-thread runs at once give the
+    best grid throughput, and the same thread count under every executor keeps float sums in the same order, so
+    serial and Ray runs of one recipe give the same numbers."""
     env = os.environ.get("RECBENCH_THREADS", "")
     return int(spec.train.threads or (env if env.isdigit() and int(env) > 0 else 1))
 

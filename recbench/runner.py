@@ -491,9 +491,10 @@ def _run(
 
 
 def set_threads(spec: RunSpec) -> None:
-    """torch threads for a run: train.threads, else RECBENCH_THREADS, else torch's default (all cores)."""
-    if spec.train.threads or os.environ.get("RECBENCH_THREADS"):
-        torch.set_num_threads(int(spec.train.threads or os.environ["RECBENCH_THREADS"]))
+    """torch threads for a run: train.threads, else RECBENCH_THREADS, else 1 (:func:`run_threads`)."""
+    from recbench.executors import run_threads
+
+    torch.set_num_threads(run_threads(spec))
 
 
 def build_stage(spec: RunSpec, prepared: PreparedData, reporter: Reporter | None = None):
