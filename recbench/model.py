@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from recbench.backbones.base import Backbone
+from recbench.backbones.lengths import next_state_by_length, states_by_length
 from recbench.config import (
     BackboneSection,
     BERT4RecSection,
@@ -104,7 +105,7 @@ class Recommender(nn.Module):
         x = vectors(inputs)  # (B, L, D)
         if self.objective == "cloze":
             x = self.backbone.apply_mask(x, masked)
-        states = self.backbone(x, keep)  # (B, L, D)
+        states = states_by_length(self.backbone, x, keep)  # (B, L, D)
         sel = targets > 0  # (B, L)
         return TrainStates(states=states[sel], targets=targets[sel], positions=sel, vectors=vectors)
 
@@ -115,7 +116,7 @@ class Recommender(nn.Module):
 
         def score(histories: torch.Tensor) -> torch.Tensor:
             x = table[histories]  # (B, L, D)
-            state = self.backbone.next_state(x, histories > 0)  # (B, D)
+            state = next_state_by_length(self.backbone, x, histories > 0)  # (B, D)
             return state @ table.T  # (B, N + 1)
 
         return score

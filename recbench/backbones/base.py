@@ -19,6 +19,9 @@ class Backbone(nn.Module):
     dim: int
     mask_prob: float = 0.0  # cloze backbones: share of training positions masked and predicted
     last_item_share: float = 0.0  # cloze backbones: share of windows that mask only their last item
+    # True when the output at a row's real positions does not depend on how much left padding the row has:
+    # batches then run group by group at the width their histories need (recbench.backbones.lengths)
+    padding_invariant: ClassVar[bool] = False
 
     def adapter_sites(self) -> list[tuple[nn.Module, str, int]]:
         """Where bottleneck adapters go in transfer mode `adapter`: (parent module, attribute, width)."""

@@ -36,6 +36,7 @@ from recbench.backbones.transformer import TransformerBlock, attention_mask
 
 class BERT4Rec(Backbone):
     objective = "cloze"
+    padding_invariant = True  # see the module docstring (left padding)
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from recbench.backbones.base import Backbone, Dropout, init_weights
 
 class GRU4Rec(Backbone):
     objective = "causal"
+    padding_invariant = True  # see the module docstring (left padding)
 
     def __init__(self, dim: int, hidden: int = 64, layers: int = 1, dropout: float = 0.3):
         super().__init__()

@@ -19,6 +19,7 @@ from recbench.backbones.transformer import TransformerBlock, attention_mask
 
 class SASRec(Backbone):
     objective = "causal"
+    padding_invariant = True  # see the module docstring (left padding)
 
     def __init__(
         self,
