@@ -32,11 +32,16 @@ def _backbones():
     }
 
 
-def _batch(seed: int = 0, rows: int = 96):
-    """Left-padded rows of lengths 1..T, including every power of two (a group's exact width)."""
+def _batch(seed: int = 0, rows: int = 96, mostly_full: bool = False):
+    """Left-padded rows of lengths 1..T, including every power of two (a group's exact width).
+    mostly_full: all rows full width but a few short ones spread through the batch, too few for a group of
+    their own: they join the full-width group, whose rows are then not in batch order."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, T + 1, (rows,), generator=g)
     lengths[:6] = torch.tensor([1, 2, 4, 8, 16, T])
+    if mostly_full:
+        lengths = torch.full((rows,), T)
+        lengths[torch.tensor([3, 17, 40, 77])] = torch.tensor([2, 5, 9, 3])
     cols = torch.arange(T).unsqueeze(0)  # (1, T)
     keep = cols >= (T - lengths).unsqueeze(1)  # (B, T)
     x = torch.randn(rows, T, D, generator=g) * keep.unsqueeze(-1)  # (B, T, D) padding vectors are zero
@@ -62,13 +67,19 @@ def test_real_widths_of_left_padded_rows():
     assert real_widths(keep).tolist() == [2, 4, 0, 1]
 
 
+@pytest.mark.parametrize("mostly_full", [False, True], ids=["spread", "mostly-full"])
 @pytest.mark.parametrize("name", ["sasrec", "sasrec-pre", "gru4rec", "bert4rec"])
-def test_grouped_states_and_gradients_equal_the_full_width_batch(name):
+def test_grouped_states_and_gradients_equal_the_full_width_batch(name, mostly_full):
     torch.manual_seed(0)
     backbone = _backbones()[name]
     backbone.train()
-    x, keep = _batch()
-    assert len(length_groups(real_widths(keep), T)) > 1  # the grouped path is really taken
+    x, keep = _batch(mostly_full=mostly_full)
+    groups = length_groups(real_widths(keep), T)
+    if mostly_full:  # one full-width group holding the carried short rows first: not in batch order
+        assert len(groups) == 1 and groups[0][1] == T
+        assert groups[0][0].tolist() != sorted(groups[0][0].tolist())
+    else:
+        assert len(groups) > 1  # the grouped path is really taken
     target = torch.randn(x.shape[0], T, D)  # a loss that reads every real position
 
     def run(fn):
@@ -90,11 +101,12 @@ def test_grouped_states_and_gradients_equal_the_full_width_batch(name):
         assert float((grouped_grads[n] - full_grads[n]).abs().max()) <= 1e-5 * scale + 1e-6, n
 
 
+@pytest.mark.parametrize("mostly_full", [False, True], ids=["spread", "mostly-full"])
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "bert4rec"])
-def test_grouped_next_state_equals_the_full_width_one(name):
+def test_grouped_next_state_equals_the_full_width_one(name, mostly_full):
     torch.manual_seed(1)
     backbone = _backbones()[name].eval()
-    x, keep = _batch(seed=3)
+    x, keep = _batch(seed=3, mostly_full=mostly_full)
     with torch.no_grad():
         full = backbone.next_state(x, keep)
         grouped = next_state_by_length(backbone, x, keep)
@@ -124,3 +136,52 @@ def test_a_backbone_that_is_not_padding_invariant_runs_at_full_width():
     # and grouping it would have changed its output: the flag is what keeps this backbone correct
     backbone.padding_invariant = True
     assert not torch.allclose(states_by_length(backbone, x, keep), out)
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        {"kind": "sasrec", "dim": 16, "heads": 2, "inner": 32, "dropout": 0.0, "attn_dropout": 0.0},
+        {"kind": "gru4rec", "dim": 16, "hidden": 16, "dropout": 0.0},
+        {"kind": "bert4rec", "dim": 16, "heads": 2, "inner": 32, "dropout": 0.0, "attn_dropout": 0.0},
+    ],
+    ids=lambda b: b["kind"],
+)
+def test_a_whole_run_trains_and_ranks_alike_with_and_without_grouping(tmp_path, monkeypatch, backbone):
+    """End to end through windows, the trainer and the evaluator (the path unit tests above do not take):
+    histories of many lengths, batches mixing them; without dropout the run's metrics are those of the
+    full-width run."""
+    import numpy as np
+    from conftest import write_atomic
+
+    from recbench.config import recipe_from_dict
+    from recbench.runner import RunOptions, run_recipe
+
+    rng = np.random.default_rng(0)
+    seqs = {
+        str(u): [str((start + k) % 30 + 1) for k in range(int(rng.integers(3, 28)))]
+        for u, start in enumerate(rng.integers(0, 30, 90), start=1)
+    }
+    data_dir = write_atomic(tmp_path / "ml", "ml-100k", seqs)
+    recipe = recipe_from_dict(
+        {
+            "name": "lengths",
+            "experiment": "lengths",
+            "dataset": {"name": "movielens-100k", "data_dir": str(data_dir)},
+            "encoder": {"kind": "id"},
+            "backbone": backbone,
+            "train": {"max_len": 20, "batch_size": 48, "max_epochs": 3, "patience": 3, "lr": 0.01},
+            "eval": {"ks": [5, 10]},
+        }
+    )
+    from recbench.model import build_backbone
+
+    cls = type(build_backbone(recipe.backbone, 20))
+    metrics = {}
+    for grouped in (True, False):
+        monkeypatch.setattr(cls, "padding_invariant", grouped)
+        (result,) = run_recipe(recipe, options=RunOptions(track=False))
+        metrics[grouped] = result.metrics
+    for group in ("valid", "test"):
+        for name, value in metrics[False][group].items():
+            assert abs(metrics[True][group][name] - value) < 1e-6, (group, name)

@@ -60,28 +60,30 @@ def length_groups(widths: torch.Tensor, t: int) -> list[tuple[torch.Tensor, int]
     return groups
 
 
-def _grouped(
-    fn, x: torch.Tensor, keep: torch.Tensor, widths: torch.Tensor
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    t = x.shape[1]
-    return [(rows, fn(x[rows, t - w :], keep[rows, t - w :])) for rows, w in length_groups(widths, t)]
+def _grouped(fn, x: torch.Tensor, keep: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """fn over each group's rows cut to the group's width, outputs stacked back in the batch's row order.
+    fn returns (b, w, D) states (left-padded to T again here) or (b, D) next-item states."""
+    b, t = keep.shape
+    groups = length_groups(widths, t)
+    if len(groups) == 1 and groups[0][1] == t:
+        return fn(x, keep)  # nothing to cut: the batch as it is, rows in their own order
+    rows = torch.cat([r for r, _ in groups])  # (B,) the batch row of each stacked output row
+    outs = [fn(x[r, t - w :], keep[r, t - w :]) for r, w in groups]
+    if outs[0].dim() == 3:  # (b, w, D): padding positions are zero, as every backbone returns them
+        outs = [F.pad(o, (0, 0, t - o.shape[1], 0)) for o in outs]
+    stacked = torch.cat(outs)  # (B, ...) in group order
+    inverse = torch.empty_like(rows)
+    inverse[rows] = torch.arange(b, device=rows.device)
+    return stacked[inverse]  # (B, ...) in the batch's row order
 
 
 def states_by_length(backbone, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """backbone(x, keep) -> (B, T, D) states, computed group by group when the backbone allows it.
 
     x: (B, T, D) item vectors, keep: (B, T) bool (left-padded rows)."""
-    b, t, _ = x.shape
-    if b == 0 or not getattr(backbone, "padding_invariant", False):
+    if x.shape[0] == 0 or not getattr(backbone, "padding_invariant", False):
         return backbone(x, keep)
-    parts = _grouped(backbone, x, keep, real_widths(keep))
-    if len(parts) == 1 and parts[0][1].shape[1] == t:
-        return parts[0][1]
-    rows = torch.cat([r for r, _ in parts])  # (B,) row of each stacked state
-    stacked = torch.cat([F.pad(s, (0, 0, t - s.shape[1], 0)) for _, s in parts])  # (B, T, D), padding zero
-    inverse = torch.empty_like(rows)
-    inverse[rows] = torch.arange(b, device=rows.device)
-    return stacked[inverse]  # (B, T, D) in the batch's row order
+    return _grouped(backbone, x, keep, real_widths(keep))
 
 
 def next_state_by_length(backbone, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -89,15 +91,7 @@ def next_state_by_length(backbone, x: torch.Tensor, keep: torch.Tensor) -> torch
 
     Each row keeps one padding column more than its history (when there is room): inference may read the
     column left of the history (BERT4Rec drops the oldest column and appends its mask vector)."""
-    b, t, _ = x.shape
-    if b == 0 or not getattr(backbone, "padding_invariant", False):
+    if x.shape[0] == 0 or not getattr(backbone, "padding_invariant", False):
         return backbone.next_state(x, keep)
-    widths = torch.clamp(real_widths(keep) + 1, max=t)  # (B,)
-    parts = _grouped(backbone.next_state, x, keep, widths)
-    if len(parts) == 1:
-        return parts[0][1]
-    rows = torch.cat([r for r, _ in parts])  # (B,)
-    stacked = torch.cat([s for _, s in parts])  # (B, D)
-    inverse = torch.empty_like(rows)
-    inverse[rows] = torch.arange(b, device=rows.device)
-    return stacked[inverse]  # (B, D)
+    widths = torch.clamp(real_widths(keep) + 1, max=keep.shape[1])  # (B,)
+    return _grouped(backbone.next_state, x, keep, widths)
