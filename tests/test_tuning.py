@@ -255,10 +255,10 @@ def test_test_metrics_are_computed_once_for_the_best_trial_only(tiny_ml_dir, mon
     tested = []
     real = runner_mod._evaluate
 
-    def evaluate(model, split, which, protocol, device, reporter, spec, with_slices=False):
+    def evaluate(model, split, which, protocol, device, reporter, spec, **kwargs):
         if which == "test":
             tested.append((spec.train.lr, spec.backbone.dropout))
-        return real(model, split, which, protocol, device, reporter, spec, with_slices)
+        return real(model, split, which, protocol, device, reporter, spec, **kwargs)
 
     monkeypatch.setattr(runner_mod, "_evaluate", evaluate)
     (result,) = run_recipe(recipe_from_dict(_tiny(tiny_ml_dir)), options=RunOptions(track=False))
