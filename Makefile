@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RECIPE ?= recipes/morec_vs_idrec.yaml
+# one-thread runs side by side, one per core (benchmarks/ray_vs_serial.py: 1.86x the serial wall, same numbers)
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+RUN_FLAGS ?= --executor ray --workers $(WORKERS)
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-slow lint regress bench clean
@@ -20,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/recbench run $(RECIPE)
+	$(VENV)/bin/recbench run $(RECIPE) $(RUN_FLAGS)
 	$(VENV)/bin/recbench leaderboard
 
 test: install
