@@ -18,7 +18,11 @@ sorted by length, split into groups, and each group run on only its last ``width
 
 Groups are powers of two of width (1, 2, 4, ..., max_len), so a row runs at most twice its length; groups of
 fewer than ``MIN_ROWS`` rows join the next wider group (a tiny group costs more in call overhead than its
-padding); the full-width group runs alone however small. A backbone that does not declare ``padding_invariant`` always runs at full width.
+padding); the full-width group runs alone however small. A backbone that does not declare
+``padding_invariant`` always runs at full width.
+
+Measured (1 thread, SASRec-ID, the shipped recipes' sizes): Amazon Scientific 9.4 -> 2.9 s per epoch and its
+validation 4.1 -> 2.0 s; MovieLens-100K (median history ~65, most rows full width) unchanged at ~4.7 s.
 """
 
 from __future__ import annotations
