@@ -423,14 +423,21 @@ def leaderboard(
         experiments, runs = lb.select_runs(experiment)  # refuses (creating nothing) when there is no run
     except lb.Refusal as exc:
         _fail(str(exc), 2)
-    date = (lb.recorded_date(output) if check else None) or lb.today()
+    names = list(experiments.values())
+    date = (lb.recorded_date(output, names) if check else None) or lb.today()
     board = lb.build(
         runs,
-        list(experiments.values()),
+        names,
         date=date,
         command=lb.command_line(experiment, output),
         plots_dir=lb.plots_dir_for(output).name,
     )
+    try:  # tables of experiments in other stores stay as the file has them (recbench.board_blocks)
+        board, kept, replaced = lb.keep_other_blocks(board, names, output)
+    except lb.Refusal as exc:
+        _fail(
+            str(exc), 1 if check else 2
+        )  # for --check, a file this store cannot be written into is out of date
     if check:
         problems = lb.check(board, output)
         if problems:
@@ -439,11 +446,25 @@ def leaderboard(
             _fail(f"{output} is out of date: run `{lb.command_line(experiment, output)}`", 1)
         typer.echo(f"{output} is up to date ({len(board.tables)} tables, {len(runs)} runs)")
         return
+    dropped = sorted({e for b in replaced for e in b.experiments} - set(names))
+    if dropped:
+        err.print(
+            f"note: the tables of experiment(s) {', '.join(dropped)} are dropped: {output} held them in one block "
+            f"with {', '.join(sorted(names))}, whose runs this store holds; add --experiment for each to keep them",
+            highlight=False,
+            markup=False,
+        )
     lb.write(board, output)
     used = sum(len(row.runs) for table in board.tables for row in table.rows)
     typer.echo(
         f"wrote {output}: {len(board.tables)} table(s) from {used} run(s), {len(board.left_out)} left out; "
         f"plots in {lb.plots_dir_for(output)}"
+        + (
+            f"; kept the tables of {', '.join(sorted({e for b in kept for e in b.experiments}))} "
+            "(runs in another store) as the file has them"
+            if kept
+            else ""
+        )
     )
 
 

@@ -13,7 +13,7 @@ import difflib
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class Leaderboard:
     plots: list[BarPlot]
     tables: list[Table]
     left_out: list[tuple[StoredRun, str]]
+    kept_plots: frozenset[str] = field(default_factory=frozenset)  # plots of blocks kept from the file
 
 
 # --------------------------------------------------------------------------------------------- formatting
@@ -522,12 +523,46 @@ def command_line(experiments: list[str] | None, output: Path) -> str:
     return shlex.join(words)
 
 
-def recorded_date(output: Path) -> str | None:
-    """The date a written leaderboard says it was produced (what --check injects), or None."""
+def recorded_date(output: Path, experiments: list[str] | None = None) -> str | None:
+    """The date a written leaderboard says it was produced (what --check injects), or None; with
+    `experiments`, the date of the block that holds them (:mod:`recbench.board_blocks`)."""
     if not output.is_file():
         return None
-    found = _DATE_LINE.search(output.read_text(encoding="utf-8"))
+    text = output.read_text(encoding="utf-8")
+    if experiments is not None:
+        from recbench.board_blocks import block_date
+
+        try:
+            return block_date(text, experiments)
+        except ValueError:
+            return None
+    found = _DATE_LINE.search(text)
     return found.group(1) if found else None
+
+
+def keep_other_blocks(board: Leaderboard, experiments: list[str], output: Path):
+    """(board, kept blocks, replaced blocks): `board` (one store's experiments) put into the file at `output`
+    in place of the blocks of the same experiments, every other block kept as the file has it."""
+    from recbench.board_blocks import merge
+
+    existing = output.read_text(encoding="utf-8") if output.is_file() else None
+    try:
+        markdown, kept, replaced = merge(board.markdown, experiments, existing)
+    except ValueError as exc:
+        raise Refusal(
+            f"{output}: {exc}. Move it away to write a new leaderboard. Nothing was written."
+        ) from None
+    kept_plots = frozenset().union(*(b.plots for b in kept))
+    clash = sorted(kept_plots & {plot.file for plot in board.plots})
+    if clash:
+        holders = sorted({e for b in kept if b.plots & set(clash) for e in b.experiments})
+        raise Refusal(
+            f"{output} keeps a table of the same dataset and protocol from experiment(s) "
+            f"{', '.join(holders)} (plot {clash[0]}); tables of one protocol are ranked together, so write them "
+            f"from one store: --experiment for each of {', '.join(sorted({*holders, *experiments}))}. Nothing "
+            "was written."
+        )
+    return replace(board, markdown=markdown, kept_plots=kept_plots), kept, replaced
 
 
 def today() -> str:
@@ -644,7 +679,7 @@ def write(board: Leaderboard, output: Path) -> None:
     """Write the markdown and its plots (removing plots of tables that no longer exist)."""
     folder = plots_dir_for(output)
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = {plot.file for plot in board.plots}
+    wanted = {plot.file for plot in board.plots} | board.kept_plots
     for stale in folder.glob("*.png"):
         if stale.name not in wanted:
             stale.unlink()

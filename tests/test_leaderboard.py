@@ -259,8 +259,9 @@ def test_default_experiments_are_those_the_recipes_declare(store, tmp_path, monk
     text = out.read_text()
     assert "from experiment `fixture`" in text and "id-smoke" not in text and "id-else" not in text
     # --experiment selects others
-    result = runner.invoke(app, ["leaderboard", "--experiment", "smoke-exp", "--output", str(out)])
-    assert result.exit_code == 0 and "id-smoke" in out.read_text()
+    other = tmp_path / "OTHER.md"
+    result = runner.invoke(app, ["leaderboard", "--experiment", "smoke-exp", "--output", str(other)])
+    assert result.exit_code == 0 and "id-smoke" in other.read_text()
     # recipes declaring only experiments without runs: refused, naming what the store holds
     _recipe(recipes, "main", "not-run-yet")
     result = runner.invoke(app, ["leaderboard", "--output", str(out)])
@@ -447,3 +448,117 @@ def test_transfer_rows_show_their_pretraining_cost():
     cells = _cost_cells(row(100.0, 200.0), with_pretrain=True)
     assert cells[3] == "150" and len(cells) == len(_cost_cells(row(None), with_pretrain=False)) + 1
     assert _cost_cells(row(None), with_pretrain=True)[3] == "–"  # a scratch row in a table with transfer rows
+
+
+OTHER_BLOCK = """# recbench leaderboard
+
+<!-- Generated from the MLflow store by `recbench leaderboard`; do not edit by hand. -->
+
+- Produced: 1999-01-02 by `recbench leaderboard --experiment elsewhere --output LB.md` from experiment `elsewhere`
+- Runs made by: `recbench run recipes/elsewhere.yaml` (3 runs)
+
+## other-data · leave_one_out · full ranking
+
+| encoder | NDCG@10 |
+|---|---:|
+| id | 0.1234 |
+
+![NDCG@10](lb-plots/other-data-loo-ndcg.png)
+"""
+
+
+def test_tables_of_experiments_from_another_store_are_kept_as_the_file_has_them(store, tmp_path):
+    """A leaderboard written from another store (here: one block of experiment `elsewhere`, as an older
+    recbench wrote it, without markers) keeps its tables, date and plots when this store's experiment is
+    written into the same file; rewriting is idempotent, --check passes, and the block of this store's
+    experiment is replaced, not repeated."""
+    out = tmp_path / "LB.md"
+    out.write_text(OTHER_BLOCK)
+    plots = tmp_path / "lb-plots"
+    plots.mkdir()
+    (plots / "other-data-loo-ndcg.png").write_bytes(b"kept")
+    write = ["leaderboard", "--experiment", "fixture", "--output", str(out)]
+    result = runner.invoke(app, write)
+    assert result.exit_code == 0, result.output
+    assert "kept the tables of elsewhere" in result.output
+    text = out.read_text()
+    assert text.count("# recbench leaderboard") == 1
+    assert "<!-- recbench:block experiments=elsewhere -->" in text
+    assert "<!-- recbench:block experiments=fixture -->" in text
+    kept_body = OTHER_BLOCK[OTHER_BLOCK.index("- Produced: 1999-01-02") :]
+    assert kept_body in text  # verbatim
+    assert text.index("experiments=elsewhere") < text.index("experiments=fixture")  # new blocks go last
+    assert (plots / "other-data-loo-ndcg.png").read_bytes() == b"kept"
+    assert len(list(plots.glob("*.png"))) == 5  # the kept plot and this store's four
+
+    assert runner.invoke(app, [*write, "--check"]).exit_code == 0
+    out.write_text(re.sub(r"(experiments=fixture -->\n- Produced: )\S+", r"\g<1>1999-12-31", text))
+    assert runner.invoke(app, [*write, "--check"]).exit_code == 0  # the fixture block's own date is injected
+    result = runner.invoke(app, write)
+    assert result.exit_code == 0
+    again = out.read_text()
+    assert again.count("experiments=fixture") == 1 and kept_body in again
+    assert again.replace(again.split("experiments=fixture -->\n- Produced: ")[1][:10], "D") == text.replace(
+        text.split("experiments=fixture -->\n- Produced: ")[1][:10], "D"
+    )
+    # a tampered kept block is not this store's business: --check still passes
+    out.write_text(again.replace("0.1234", "0.9999"))
+    assert runner.invoke(app, [*write, "--check"]).exit_code == 0
+    # and a changed table of this store's experiment fails it
+    out.write_text(
+        again.replace(
+            "| text-minilm-frozen | sasrec | 2 | early stop | 0.",
+            "| text-minilm-frozen | sasrec | 2 | early stop | 9.",
+        )
+    )
+    assert runner.invoke(app, [*write, "--check"]).exit_code == 1
+
+
+def test_a_kept_table_of_the_same_protocol_is_refused_not_overwritten(store, tmp_path):
+    out = tmp_path / "LB.md"
+    assert runner.invoke(app, ["leaderboard", "--experiment", "fixture", "--output", str(out)]).exit_code == 0
+    first = out.read_text()
+    # the same tables, as if written from another store for experiment `copy`
+    out.write_text(first.replace("from experiment `fixture`", "from experiment `copy`"))
+    before = out.read_text()
+    result = runner.invoke(app, ["leaderboard", "--experiment", "fixture", "--output", str(out)])
+    assert result.exit_code == 2
+    assert "same dataset and protocol" in result.output and "copy" in result.output
+    assert out.read_text() == before  # nothing written
+
+
+def test_blocks_parse_and_merge():
+    from recbench import board_blocks as bb
+
+    head, (block,) = bb.parse(OTHER_BLOCK)
+    assert head.startswith("# recbench leaderboard") and block.experiments == {"elsewhere"}
+    assert block.date == "1999-01-02" and block.plots == {"other-data-loo-ndcg.png"}
+    new = (
+        OTHER_BLOCK.replace("elsewhere", "here").replace("1999-01-02", "2000-01-01").replace("0.1234", "0.5")
+    )
+    merged, kept, replaced = bb.merge(new, ["here"], OTHER_BLOCK)
+    assert [b.experiments for b in kept] == [{"elsewhere"}] and replaced == []
+    _, blocks = bb.parse(merged)
+    assert [b.experiments for b in blocks] == [{"elsewhere"}, {"here"}]
+    assert (
+        bb.block_date(merged, ["here"]) == "2000-01-01"
+        and bb.block_date(merged, ["elsewhere"]) == "1999-01-02"
+    )
+    # writing `elsewhere` again replaces its block in place, keeping `here`
+    newer = OTHER_BLOCK.replace("0.1234", "0.2")
+    merged2, kept2, replaced2 = bb.merge(newer, ["elsewhere"], merged)
+    assert [b.experiments for b in replaced2] == [{"elsewhere"}] and [b.experiments for b in kept2] == [
+        {"here"}
+    ]
+    _, blocks = bb.parse(merged2)
+    assert [b.experiments for b in blocks] == [{"elsewhere"}, {"here"}] and "0.2" in blocks[0].body
+    # one block left: the file is the one-store leaderboard itself, without markers
+    assert bb.merge(new, ["here", "elsewhere"], merged) == (new, [], blocks_of(merged))
+    with pytest.raises(ValueError):
+        bb.parse("# recbench leaderboard\n\n<!-- recbench:block experiments=a -->\n- Produced: x\n")
+
+
+def blocks_of(text):
+    from recbench import board_blocks as bb
+
+    return bb.parse(text)[1]
