@@ -175,6 +175,29 @@ def test_scores_of_a_user_do_not_depend_on_the_batch_or_its_padding():
         assert torch.allclose(logp, alone_logp, atol=1e-5)
 
 
+def test_per_position_decoder_self_attention_equals_the_block_masked_one():
+    """Training's decoder runs self-attention per window position; the (T*L', T*L') mask it replaces lets a
+    token see only the earlier tokens of its own position, so both give the same states."""
+    torch.manual_seed(0)
+    backbone = CodeSeq2Seq(32, 3, [4, 3, 3], 8, 1, 2, 2, 64, 0.0).eval()
+    b, t, levels = 3, 5, 3
+    inputs = torch.randn(b, t, levels, 32)
+    memory, pad = torch.randn(b, 1 + t * levels, 32), torch.rand(b, 1 + t * levels) > 0.3
+    pad[:, 0] = True
+    q_pos = torch.arange(t).repeat_interleave(levels)
+    q_step = torch.arange(levels).repeat(t)
+    block = (q_pos[:, None] != q_pos[None, :]) | (q_step[:, None] < q_step[None, :])
+    k_item = torch.cat([torch.tensor([-1]), torch.arange(t).repeat_interleave(levels)])
+    cross = k_item[None, :] > q_pos[:, None]
+    whole = backbone.decode(inputs.reshape(b, t * levels, 32), memory, pad, block, cross)
+    per_position = backbone.decode_windows(inputs, memory, pad, cross)
+    assert torch.allclose(per_position.reshape(b, t * levels, 32), whole, atol=1e-5)
+    bad = backbone.decode(
+        inputs.reshape(b, t * levels, 32), memory, pad, q_step[:, None] < q_step[None, :], cross
+    )
+    assert not torch.allclose(per_position.reshape(b, t * levels, 32), bad, atol=1e-3)  # the mask matters
+
+
 def test_length_groups_keep_the_loss_and_its_gradient():
     """Training in length groups is the same mean cross-entropy, with the same gradient, as the whole batch
     at once (no dropout, so nothing random differs); states come back in the batch's row-major order."""
