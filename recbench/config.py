@@ -519,7 +519,9 @@ class TrainSection(Strict):
         "epoch, so it is part of the run's hash. Unset: every validation user.",
     )
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm (None: off).")
-    threads: int | None = Field(None, ge=1, le=1024, description="torch threads (None: RECBENCH_THREADS, else 1).")
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch threads (None: RECBENCH_THREADS, else 1)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available.")
 
     @model_validator(mode="after")
