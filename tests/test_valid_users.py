@@ -38,7 +38,9 @@ def test_the_sample_is_seeded_fixed_and_a_subset():
     assert len(a) == 10 and a.users.tolist() == b.users.tolist() == sorted(a.users.tolist())
     assert a.users.tolist() != runner.validation_sample(valid, 10, seed=4).users.tolist()
     assert a.targets.tolist() == [u + 2 for u in a.users.tolist()]
-    assert runner.validation_sample(valid, None, 0) is valid and runner.validation_sample(valid, 80, 0) is valid
+    assert (
+        runner.validation_sample(valid, None, 0) is valid and runner.validation_sample(valid, 80, 0) is valid
+    )
 
 
 def test_epochs_are_judged_on_the_sample_and_the_run_reports_every_user(tiny_ml_dir, monkeypatch):
