@@ -1,4 +1,4 @@
-"""Text encoder top_k (k=2) vs full fine-tuning: training time per epoch, MiniLM + SASRec on MovieLens-100K.
+"""Text encoder top_k (k=2) vs full fine-tuning (or LoRA): training time per epoch, MiniLM + SASRec.
 
 Same recipe for both (recipes/morec_vs_idrec.yaml: its dataset, split, SASRec and train sections; only the
 text encoder's mode differs), same batches (same seed), the trainer's own step: `Recommender.train_states`
@@ -9,6 +9,11 @@ epoch is EXTRAPOLATED: mean step time x steps per epoch (labelled as such). `--e
     OMP_NUM_THREADS=1 RECBENCH_THREADS=1 python benchmarks/topk_vs_full.py --data-dir ../shared/data/ml-100k
     ... --precision bf16      # both modes with bf16 autocast in the trainable layers
     ... --epochs 1            # one measured epoch per mode instead of the extrapolation
+    ... --recipe recipes/transfer_amazon.yaml --data-dir ../shared/data/amazon-2014-beauty-sports-toys \
+        --modes top_k lora    # what a `lora` transfer row's target step costs on Beauty (its first text row)
+
+`lora` times the target stage of transfer mode `lora` (recbench.regimes): the whole tower runs at every step,
+only its LoRA updates (rank 8, through peft), the projection and the backbone's layer norms train.
 
 Encoding the frozen lower layers for top_k (once, then cached on disk) is reported separately, not in the
 per-epoch time. The encoder's own share of a step (the catalogue forward + backward + Adam on the encoder's
@@ -35,14 +40,19 @@ from recbench.data.cards import get_card  # noqa: E402
 from recbench.data.content import ItemContent  # noqa: E402
 from recbench.data.loader import load_dataset  # noqa: E402
 from recbench.data.splits import make_split  # noqa: E402
+from recbench.encoders.lora import insert_lora  # noqa: E402
 from recbench.model import Recommender, build_backbone, build_encoder  # noqa: E402
+from recbench.regimes import train_only_adapted  # noqa: E402
 from recbench.runner import seed_everything  # noqa: E402
 from recbench.training import LossSpec, TrainingCatalogue, batch_loss, make_optimizer  # noqa: E402
 
 
 def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
-    # Same memory strategy for both modes (no activation recomputation), so only the mode differs.
-    update = {"mode": mode, "top_k": 2, "precision": precision, "checkpointing": "off"}
+    # Same memory strategy for every mode (no activation recomputation), so only the mode differs. `lora` is
+    # the target stage of transfer mode lora: the whole tower runs, only its LoRA updates (rank 8, peft), the
+    # projection and the backbone's layer norms train.
+    update = {"mode": "full" if mode == "lora" else mode, "top_k": 2, "precision": precision}
+    update["checkpointing"] = "off"
     encoder_section = spec.encoder.model_copy(update=update)
     generator = seed_everything(spec.seed)
     data = load_dataset(spec.dataset)
@@ -55,6 +65,8 @@ def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
     encoder = build_encoder(encoder_section, content, backbone.dim)
     report = encoder.prepare()
     model = Recommender(encoder, backbone, data.num_items, spec.train.max_len)
+    if mode == "lora":
+        train_only_adapted(model, insert_lora(model.encoder, rank=8, alpha=16.0))
     windows = make_windows(split.train, spec.train.max_len, spec.train.stride, shift=True)
     loss_spec = LossSpec(spec.train.loss, spec.train.negatives)
     optimizer = make_optimizer(model, spec.train.optimizer, spec.train.lr, spec.train.weight_decay)
@@ -121,7 +133,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "morec_vs_idrec.yaml"))
-    parser.add_argument("--data-dir", default=None, help="local MovieLens-100K folder (no download)")
+    parser.add_argument("--data-dir", default=None, help="local folder of the recipe's dataset (no download)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["top_k", "full", "lora"],
+        default=["top_k", "full"],
+        help="tower modes to time (lora: transfer mode lora's target step)",
+    )
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after 1 warm-up)")
     parser.add_argument("--epochs", type=int, default=0, help="time this many whole epochs instead")
@@ -133,11 +152,9 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     from recbench.config import expand
 
-    spec = next(  # the recipe's top_k row (its train section: batch size, lr), on the warm split
-        s
-        for s in expand(recipe)
-        if s.encoder.kind == "text" and s.encoder.mode == "top_k" and s.split.kind == "leave_one_out"
-    )
+    # the recipe's top_k text row (its train section: batch size, lr) on the warm split, else its first text row
+    text_rows = [s for s in expand(recipe) if s.encoder.kind == "text" and s.split.kind == "leave_one_out"]
+    spec = next((s for s in text_rows if s.encoder.mode == "top_k"), text_rows[0])
     if args.data_dir:
         spec = spec.model_copy(
             update={"dataset": spec.dataset.model_copy(update={"data_dir": args.data_dir})}
@@ -146,19 +163,22 @@ def main() -> None:
         f"{spec.dataset.name}, {spec.backbone.kind}, text encoder {spec.encoder.model}, loss {spec.train.loss}, "
         f"batch {spec.train.batch_size}, precision {args.precision}, torch threads {torch.get_num_threads()}"
     )
-    rows = [time_mode(spec, mode, args.precision, args.steps, args.epochs) for mode in ("top_k", "full")]
+    rows = [time_mode(spec, mode, args.precision, args.steps, args.epochs) for mode in args.modes]
     for r in rows:
         print(
             f"  {r['mode']:>6}: {r['per_epoch']:8.1f} s/epoch ({r['how']}; {r['per_step']:.2f} s/step, of which "
             f"the encoder alone ~{r['encoder_s']:.2f} s), {r['trainable'] / 1e6:.2f}M trainable, prepare "
             f"{r['prepare_s']:.1f} s (cache hit: {r['cache_hit']})"
         )
-    top, full = rows
-    print(f"  full / top_k per epoch: {full['per_epoch'] / top['per_epoch']:.2f}x")
-    print(
-        f"  full / top_k, encoder alone (catalogue forward + backward + Adam): "
-        f"{full['encoder_s'] / top['encoder_s']:.2f}x"
-    )
+    by_mode = {r["mode"]: r for r in rows}
+    for slow in ("full", "lora"):
+        if slow in by_mode and "top_k" in by_mode:
+            a, b = by_mode[slow], by_mode["top_k"]
+            print(f"  {slow} / top_k per epoch: {a['per_epoch'] / b['per_epoch']:.2f}x")
+            print(
+                f"  {slow} / top_k, encoder alone (catalogue forward + backward + Adam): "
+                f"{a['encoder_s'] / b['encoder_s']:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -102,12 +102,7 @@ class Transfer(Scratch):
         skipped = transfer_weights(model, self.source.state)
         inserted = self.structure(model)
         if self.regime.mode in ("adapter", "lora"):
-            keep = {id(p) for p in inserted} | {id(p) for p in model.encoder.adapter_trainable()}
-            for module in model.backbone.modules():
-                if isinstance(module, nn.LayerNorm):
-                    keep |= {id(p) for p in module.parameters()}
-            for p in model.parameters():
-                p.requires_grad_(id(p) in keep)
+            train_only_adapted(model, inserted)
         return {
             "source_run_id": self.source.run_id,
             "source": self.source.name,
@@ -115,6 +110,17 @@ class Transfer(Scratch):
             "transfer_mode": self.regime.mode,
             "not_transferred": skipped,
         }
+
+
+def train_only_adapted(model: nn.Module, inserted: list[nn.Parameter]) -> None:
+    """Freeze every weight but the inserted adapters (or LoRA), the backbone's layer norms and the encoder's
+    own small parts (modes adapter and lora)."""
+    keep = {id(p) for p in inserted} | {id(p) for p in model.encoder.adapter_trainable()}
+    for module in model.backbone.modules():
+        if isinstance(module, nn.LayerNorm):
+            keep |= {id(p) for p in module.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
 
 
 REGIMES: dict[type, type[Scratch]] = {ScratchRegime: Scratch, TransferRegime: Transfer}
