@@ -9,11 +9,12 @@ epoch is EXTRAPOLATED: mean step time x steps per epoch (labelled as such). `--e
     OMP_NUM_THREADS=1 RECBENCH_THREADS=1 python benchmarks/topk_vs_full.py --data-dir ../shared/data/ml-100k
     ... --precision bf16      # both modes with bf16 autocast in the trainable layers
     ... --epochs 1            # one measured epoch per mode instead of the extrapolation
-    ... --recipe recipes/transfer_amazon.yaml --data-dir ../shared/data/amazon-2014-beauty-sports-toys \
-        --modes top_k lora    # what a `lora` transfer row's target step costs on Beauty (its first text row)
+    ... --recipe recipes/transfer_amazon_lora.yaml --data-dir ../shared/data/amazon-2014-beauty-sports-toys \
+        --modes top_k lora --checkpointing auto   # the lora transfer row's target step on Beauty
 
-`lora` times the target stage of transfer mode `lora` (recbench.regimes): the whole tower runs at every step,
-only its LoRA updates (rank 8, through peft), the projection and the backbone's layer norms train.
+`lora` times the target stage of transfer mode `lora` (recbench.regimes) over the top_k tower, as
+recipes/transfer_amazon_lora.yaml trains it: the top 2 layers run at every step, only their LoRA updates
+(rank 8, through peft), the projection and the backbone's layer norms train.
 
 Encoding the frozen lower layers for top_k (once, then cached on disk) is reported separately, not in the
 per-epoch time. The encoder's own share of a step (the catalogue forward + backward + Adam on the encoder's
@@ -47,12 +48,13 @@ from recbench.runner import seed_everything  # noqa: E402
 from recbench.training import LossSpec, TrainingCatalogue, batch_loss, make_optimizer  # noqa: E402
 
 
-def time_mode(spec, mode: str, precision: str, steps: int, epochs: int) -> dict:
-    # Same memory strategy for every mode (no activation recomputation), so only the mode differs. `lora` is
-    # the target stage of transfer mode lora: the whole tower runs, only its LoRA updates (rank 8, peft), the
-    # projection and the backbone's layer norms train.
-    update = {"mode": "full" if mode == "lora" else mode, "top_k": 2, "precision": precision}
-    update["checkpointing"] = "off"
+def time_mode(spec, mode: str, precision: str, steps: int, epochs: int, checkpointing: str = "off") -> dict:
+    # Same memory strategy for every mode (default: no activation recomputation), so only the mode differs.
+    # `lora` is the target stage of transfer mode lora over the top_k tower (recipes/transfer_amazon_lora.yaml):
+    # its top 2 layers run at every step, only their LoRA updates (rank 8, peft), the projection and the
+    # backbone's layer norms train.
+    update = {"mode": "top_k" if mode == "lora" else mode, "top_k": 2, "precision": precision}
+    update["checkpointing"] = checkpointing
     encoder_section = spec.encoder.model_copy(update=update)
     generator = seed_everything(spec.seed)
     data = load_dataset(spec.dataset)
@@ -142,6 +144,13 @@ def main() -> None:
         help="tower modes to time (lora: transfer mode lora's target step)",
     )
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument(
+        "--checkpointing",
+        choices=["off", "auto", "on"],
+        default="off",
+        help="activation recomputation in every mode (off: compare compute only; a whole Beauty catalogue "
+        "through the full tower needs it to fit in memory)",
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after 1 warm-up)")
     parser.add_argument("--epochs", type=int, default=0, help="time this many whole epochs instead")
     args = parser.parse_args()
@@ -161,14 +170,19 @@ def main() -> None:
         )
     print(
         f"{spec.dataset.name}, {spec.backbone.kind}, text encoder {spec.encoder.model}, loss {spec.train.loss}, "
-        f"batch {spec.train.batch_size}, precision {args.precision}, torch threads {torch.get_num_threads()}"
+        f"batch {spec.train.batch_size}, precision {args.precision}, checkpointing {args.checkpointing}, "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
     )
-    rows = [time_mode(spec, mode, args.precision, args.steps, args.epochs) for mode in args.modes]
-    for r in rows:
+    rows = []
+    for mode in args.modes:  # each mode's line as soon as it is measured
+        r = time_mode(spec, mode, args.precision, args.steps, args.epochs, args.checkpointing)
+        rows.append(r)
         print(
             f"  {r['mode']:>6}: {r['per_epoch']:8.1f} s/epoch ({r['how']}; {r['per_step']:.2f} s/step, of which "
             f"the encoder alone ~{r['encoder_s']:.2f} s), {r['trainable'] / 1e6:.2f}M trainable, prepare "
-            f"{r['prepare_s']:.1f} s (cache hit: {r['cache_hit']})"
+            f"{r['prepare_s']:.1f} s (cache hit: {r['cache_hit']})",
+            flush=True,
         )
     by_mode = {r["mode"]: r for r in rows}
     for slow in ("full", "lora"):
