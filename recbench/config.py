@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -453,6 +454,10 @@ class ScratchRegime(Strict):
 
     kind: Literal["scratch"] = "scratch"
 
+    def map_datasets(self, fn: Callable[[DatasetSection], DatasetSection]) -> ScratchRegime:
+        """This section with `fn` applied to every dataset it names besides the run's own (none here)."""
+        return self
+
 
 class TransferRegime(Strict):
     """Pretrain on source datasets, then adapt to the run's dataset (NineRec, TransRec, AdapterRec, PeterRec).
@@ -482,6 +487,10 @@ class TransferRegime(Strict):
     lora_alpha: float = Field(
         16.0, gt=0, le=4096, description="LoRA scaling numerator (update x alpha / rank)."
     )
+
+    def map_datasets(self, fn: Callable[[DatasetSection], DatasetSection]) -> TransferRegime:
+        """This section with `fn` applied to every source dataset (e.g. `--data-dir` locating them)."""
+        return self.model_copy(update={"source": tuple(fn(d) for d in self.source)})
 
 
 RegimeSection = Annotated[ScratchRegime | TransferRegime, Field(discriminator="kind")]
@@ -723,9 +732,7 @@ class RunSpec(Strict):
         the recipe/experiment names. What the data *is* is checked by the dataset fingerprint."""
         return _hash(
             _without_new_defaults(
-                self.model_dump(
-                    mode="json", exclude={"name": True, "experiment": True, "dataset": {"data_dir"}}
-                )
+                without_locations(self.model_dump(mode="json", exclude={"name": True, "experiment": True}))
             )
         )
 
@@ -739,7 +746,7 @@ class RunSpec(Strict):
     def protocol(self) -> dict[str, Any]:
         """What must match for two results to be ranked against each other (without the dataset's own hash).
         The training regime is not part of it: a transfer row is ranked against scratch rows on the same data."""
-        dataset = self.dataset.model_dump(mode="json", exclude={"data_dir", "text_template"})
+        dataset = without_locations(self.dataset.model_dump(mode="json", exclude={"text_template"}))
         if not dataset["mix_with"]:
             del dataset["mix_with"]  # datasets before mixing existed: their fingerprints stay as they were
         return {
@@ -1015,8 +1022,19 @@ def config_hash(spec: dict[str, Any]) -> str:
     """Hash of a resolved run (``RunSpec.model_dump(mode="json")``, as stored in recipe.json) without its
     seed, name, experiment and ``dataset.data_dir``: the runs that differ only by seed share it."""
     data = {k: v for k, v in spec.items() if k not in ("seed", "name", "experiment")}
-    data["dataset"] = {k: v for k, v in (data.get("dataset") or {}).items() if k != "data_dir"}
-    return _hash(_without_new_defaults(data))
+    data["dataset"] = data.get("dataset") or {}
+    return _hash(_without_new_defaults(without_locations(data)))
+
+
+def without_locations(data: Any) -> Any:
+    """A run's dump (or part of it) without `data_dir` anywhere: where a dataset lives is not what it is, for
+    the run's own dataset, the datasets mixed into it and a transfer regime's sources alike (only dataset
+    sections have a `data_dir`)."""
+    if isinstance(data, dict):
+        return {k: without_locations(v) for k, v in data.items() if k != "data_dir"}
+    if isinstance(data, list):
+        return [without_locations(v) for v in data]
+    return data
 
 
 def _without_new_defaults(data: dict[str, Any]) -> dict[str, Any]:

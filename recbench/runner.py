@@ -89,15 +89,21 @@ def select_runs(recipe: Recipe, options: RunOptions) -> list[RunSpec]:
     folders = {"": options.data_dir} if options.data_dir else {}
     folders.update(options.data_dirs or {})
 
-    def folder_of(spec: RunSpec) -> str | None:
-        return folders.get(spec.dataset.name, folders.get(""))
+    def located(section: DatasetSection) -> DatasetSection:
+        """The section with its folder (and those of the datasets mixed into it) from --data-dir."""
+        update: dict = {}
+        folder = folders.get(section.name, folders.get(""))
+        if folder:
+            update["data_dir"] = folder
+        if section.mix_with:
+            update["mix_with"] = tuple(located(d) for d in section.mix_with)
+        return section.model_copy(update=update) if update else section
 
-    runs = [
-        r.model_copy(update={"dataset": r.dataset.model_copy(update={"data_dir": folder_of(r)})})
-        if folder_of(r)
-        else r
-        for r in runs
-    ]
+    if folders:  # every dataset a run reads: its own, mixed-in ones, a regime's sources
+        runs = [
+            r.model_copy(update={"dataset": located(r.dataset), "regime": r.regime.map_datasets(located)})
+            for r in runs
+        ]
     if options.only:
         pattern = options.only if any(c in options.only for c in "*?[") else f"*{options.only}*"
         runs = [r for r in runs if fnmatch.fnmatch(r.run_name, pattern)]

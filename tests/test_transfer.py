@@ -274,3 +274,30 @@ def test_lora_needs_a_running_tower():
     raw = _recipe(Path("/x"), "minilm", [{"regime": {"mode": "lora"}}])  # frozen text: nothing runs
     with pytest.raises(RecipeError, match="mode lora adapts a text or CLIP tower"):
         recipe_from_dict(raw)
+
+
+def test_data_dir_locates_the_source_datasets_too():
+    """`--data-dir DIR` (or CARD=DIR) is where every dataset of a run is read from: its own, and a transfer
+    regime's sources (a relative data_dir in the recipe would otherwise resolve from the working folder)."""
+    from recbench.regimes import regime_for
+    from recbench.runner import RunOptions, parse_data_dirs, select_runs
+
+    raw = _recipe(Path("rel/amazon"), "minilm", [{"regime": {"mode": "full"}}])
+    (spec,) = select_runs(recipe_from_dict(raw), RunOptions(data_dirs=parse_data_dirs(["/data/amazon"])))
+    assert spec.dataset.data_dir == "/data/amazon"
+    assert [d.data_dir for d in spec.regime.source] == ["/data/amazon", "/data/amazon"]
+    assert (
+        spec.recipe_hash == select_runs(recipe_from_dict(raw), RunOptions())[0].recipe_hash
+    )  # where, not what
+
+    # the source stage (a mixture of the sources) is the same stage wherever its files are
+    here, there = (
+        regime_for(s).source_spec() for s in (spec, select_runs(recipe_from_dict(raw), RunOptions())[0])
+    )
+    assert here.dataset.mix_with[0].data_dir == "/data/amazon"
+    assert here.recipe_hash == there.recipe_hash and here.protocol() == there.protocol()
+
+    dirs = parse_data_dirs(["amazon-2014-s3rec-toys=/data/toys"])
+    (spec,) = select_runs(recipe_from_dict(raw), RunOptions(data_dirs=dirs))
+    assert spec.dataset.data_dir == "rel/amazon"
+    assert [d.data_dir for d in spec.regime.source] == ["rel/amazon", "/data/toys"]
