@@ -1020,7 +1020,7 @@ def baseline_label(recipe: Recipe) -> str | None:
 
 def config_hash(spec: dict[str, Any]) -> str:
     """Hash of a resolved run (``RunSpec.model_dump(mode="json")``, as stored in recipe.json) without its
-    seed, name, experiment and ``dataset.data_dir``: the runs that differ only by seed share it."""
+    seed, name, experiment and any ``data_dir``: the runs that differ only by seed share it."""
     data = {k: v for k, v in spec.items() if k not in ("seed", "name", "experiment")}
     data["dataset"] = data.get("dataset") or {}
     return _hash(_without_new_defaults(without_locations(data)))
