@@ -1,7 +1,7 @@
 """Text encoder top_k (k=2) vs full fine-tuning (or LoRA): training time per epoch, MiniLM + SASRec.
 
-Same recipe for both (recipes/morec_vs_idrec.yaml: its dataset, split, SASRec and train sections; only the
-text encoder's mode differs), same batches (same seed), the trainer's own step: `Recommender.train_states`
+Same recipe for every mode (default recipes/morec_vs_idrec.yaml: its dataset, split, SASRec and train sections;
+only the text encoder's mode differs), same batches (same seed), the trainer's own step: `Recommender.train_states`
 (full-softmax CE encodes the whole catalogue every step) -> loss -> backward -> Adam. A full epoch of `full` is
 minutes on a CPU, so by default each mode runs `--steps` timed steps after one warm-up step and the time per
 epoch is EXTRAPOLATED: mean step time x steps per epoch (labelled as such). `--epochs 1` times real epochs.
@@ -14,7 +14,7 @@ epoch is EXTRAPOLATED: mean step time x steps per epoch (labelled as such). `--e
 
 `lora` times the target stage of transfer mode `lora` (recbench.regimes) over the top_k tower, as
 recipes/transfer_amazon_lora.yaml trains it: the top 2 layers run at every step, only their LoRA updates
-(rank 8, through peft), the projection and the backbone's layer norms train.
+(the row's lora_rank, 8 there; through peft), the projection and the backbone's layer norms train.
 
 Encoding the frozen lower layers for top_k (once, then cached on disk) is reported separately, not in the
 per-epoch time. The encoder's own share of a step (the catalogue forward + backward + Adam on the encoder's
@@ -35,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recbench.config import load_recipe  # noqa: E402
+from recbench.config import TransferRegime, load_recipe  # noqa: E402
 from recbench.data.batches import make_windows  # noqa: E402
 from recbench.data.cards import get_card  # noqa: E402
 from recbench.data.content import ItemContent  # noqa: E402
@@ -51,10 +51,14 @@ from recbench.training import LossSpec, TrainingCatalogue, batch_loss, make_opti
 def time_mode(spec, mode: str, precision: str, steps: int, epochs: int, checkpointing: str = "off") -> dict:
     # Same memory strategy for every mode (default: no activation recomputation), so only the mode differs.
     # `lora` is the target stage of transfer mode lora over the top_k tower (recipes/transfer_amazon_lora.yaml):
-    # its top 2 layers run at every step, only their LoRA updates (rank 8, peft), the projection and the
+    # its top 2 layers run at every step, only their LoRA updates (peft), the projection and the
     # backbone's layer norms train.
-    update = {"mode": "top_k" if mode == "lora" else mode, "top_k": 2, "precision": precision}
-    update["checkpointing"] = checkpointing
+    update = {
+        "mode": "top_k" if mode == "lora" else mode,
+        "top_k": 2,
+        "precision": precision,
+        "checkpointing": checkpointing,
+    }
     encoder_section = spec.encoder.model_copy(update=update)
     generator = seed_everything(spec.seed)
     data = load_dataset(spec.dataset)
@@ -68,7 +72,13 @@ def time_mode(spec, mode: str, precision: str, steps: int, epochs: int, checkpoi
     report = encoder.prepare()
     model = Recommender(encoder, backbone, data.num_items, spec.train.max_len)
     if mode == "lora":
-        train_only_adapted(model, insert_lora(model.encoder, rank=8, alpha=16.0))
+        # the recipe row's LoRA settings when it is a lora transfer row, else the regime's defaults
+        lora = (
+            spec.regime
+            if getattr(spec.regime, "mode", None) == "lora"
+            else TransferRegime(source=[spec.dataset])
+        )
+        train_only_adapted(model, insert_lora(model.encoder, lora.lora_rank, lora.lora_alpha))
     windows = make_windows(split.train, spec.train.max_len, spec.train.stride, shift=True)
     loss_spec = LossSpec(spec.train.loss, spec.train.negatives)
     optimizer = make_optimizer(model, spec.train.optimizer, spec.train.lr, spec.train.weight_decay)
@@ -148,8 +158,7 @@ def main() -> None:
         "--checkpointing",
         choices=["off", "auto", "on"],
         default="off",
-        help="activation recomputation in every mode (off: compare compute only; a whole Beauty catalogue "
-        "through the full tower needs it to fit in memory)",
+        help="activation recomputation in every mode (off: compare compute only; auto: what a run does)",
     )
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode (after 1 warm-up)")
     parser.add_argument("--epochs", type=int, default=0, help="time this many whole epochs instead")
