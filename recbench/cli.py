@@ -404,6 +404,14 @@ def leaderboard(
             "declare (not smoke runs, not other experiments in the store).",
         ),
     ] = None,
+    store: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--store",
+            help="MLflow store to read (repeatable: runs made on several machines are read as one): a tracking "
+            "URI, an mlflow.db file or an mlruns folder. Default: MLFLOW_TRACKING_URI, else ./mlflow.db.",
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option("--output", help="Markdown file; plots go beside it.")] = Path(
         "LEADERBOARD.md"
     ),
@@ -420,16 +428,16 @@ def leaderboard(
     from recbench import leaderboard as lb
 
     try:
-        experiments, runs = lb.select_runs(experiment)  # refuses (creating nothing) when there is no run
+        experiments, runs = lb.select_runs(experiment, stores=store)  # refuses (creating nothing) when empty
     except lb.Refusal as exc:
         _fail(str(exc), 2)
-    names = list(experiments.values())
+    names = list(dict.fromkeys(experiments.values()))  # an experiment may span several stores
     date = (lb.recorded_date(output, names) if check else None) or lb.today()
     board = lb.build(
         runs,
         names,
         date=date,
-        command=lb.command_line(experiment, output),
+        command=lb.command_line(experiment, output, store),
         plots_dir=lb.plots_dir_for(output).name,
     )
     try:  # tables of experiments in other stores stay as the file has them (recbench.board_blocks)
@@ -443,7 +451,7 @@ def leaderboard(
         if problems:
             for problem in problems:
                 err.print(problem, highlight=False, markup=False, soft_wrap=True)
-            _fail(f"{output} is out of date: run `{lb.command_line(experiment, output)}`", 1)
+            _fail(f"{output} is out of date: run `{lb.command_line(experiment, output, store)}`", 1)
         typer.echo(f"{output} is up to date ({len(board.tables)} tables, {len(runs)} runs)")
         return
     dropped = sorted({e for b in replaced for e in b.experiments} - set(names))

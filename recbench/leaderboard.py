@@ -510,9 +510,11 @@ def plots_dir_for(output: Path) -> Path:
     return output.parent / f"{output.stem.lower()}-plots"
 
 
-def command_line(experiments: list[str] | None, output: Path) -> str:
+def command_line(experiments: list[str] | None, output: Path, stores: list[str] | None = None) -> str:
     """The canonical command that produces `output` (without --check, so writing and checking agree)."""
     words = ["recbench", "leaderboard"]
+    for given in stores or []:
+        words += ["--store", given]
     for name in experiments or []:
         words += ["--experiment", name]
     path = os.path.normpath(str(output))
@@ -559,8 +561,8 @@ def keep_other_blocks(board: Leaderboard, experiments: list[str], output: Path):
         raise Refusal(
             f"{output} keeps a table of the same dataset and protocol from experiment(s) "
             f"{', '.join(holders)} (plot {clash[0]}); tables of one protocol are ranked together, so write them "
-            f"from one store: --experiment for each of {', '.join(sorted({*holders, *experiments}))}. Nothing "
-            "was written."
+            f"in one command: --experiment for each of {', '.join(sorted({*holders, *experiments}))}, and "
+            "--store for each store that holds their runs. Nothing was written."
         )
     return replace(board, markdown=markdown, kept_plots=kept_plots), kept, replaced
 
@@ -625,47 +627,84 @@ def recipe_experiments(folder: Path | None = None) -> dict[str, list[str]]:
     return dict(sorted(found.items()))
 
 
-def select_runs(
-    experiments: list[str] | None, recipes: Path | None = None
-) -> tuple[dict[str, str], list[StoredRun]]:
-    """The experiments to read ({id: name}) and their FINISHED recbench runs.
+def store_uri(given: str) -> str:
+    """A tracking URI from what a user gives --store: a URI as is, a path to an sqlite file as sqlite:///,
+    a folder as a file store (what MLflow makes of a bare path)."""
+    if "://" in given or given.startswith("file:"):
+        return given
+    path = Path(given).expanduser().resolve()
+    if path.suffix == ".db" or path.is_file():
+        return f"sqlite:///{path}"
+    return str(path)
 
-    `experiments` None: those the recipes declare (:func:`recipe_experiments`). Raises :class:`Refusal`
-    (without creating a store) when the store is missing or holds no FINISHED recbench run there."""
-    from recbench.tracking import RunLookupError, Store, tracking_uri
 
-    uri = tracking_uri()
+def _open_store(uri: str):
+    from recbench.tracking import Store
+
     path = local_store_path(uri)
     if path is not None and not path.exists():
         raise Refusal(
             f"no MLflow store at {path.resolve()} (tracking URI {uri}). `recbench leaderboard` reads the "
             "runs `recbench run` recorded: run it in the directory where you ran `recbench run` (its "
-            "mlflow.db is there), or point MLFLOW_TRACKING_URI at that store. Nothing was written."
+            "mlflow.db is there), point MLFLOW_TRACKING_URI at that store, or name it with --store. "
+            "Nothing was written."
         )
-    store = Store(uri)
-    where = f"in {uri}"
+    return Store(uri)
+
+
+def select_runs(
+    experiments: list[str] | None, recipes: Path | None = None, stores: list[str] | None = None
+) -> tuple[dict[str, str], list[StoredRun]]:
+    """The experiments to read ({key: name}) and their FINISHED recbench runs, from every store.
+
+    `stores` None: the tracking URI (MLFLOW_TRACKING_URI, else ./mlflow.db). Several stores (runs made on
+    different machines) are read as one: an experiment's runs may be spread over them, and runs of the same
+    settings and seed in two stores are one row (the later supersedes, as within a store). `experiments`
+    None: those the recipes declare (:func:`recipe_experiments`); named experiments must each be in at least
+    one store. Raises :class:`Refusal` (without creating a store) when a store is missing or nothing FINISHED
+    is there."""
+    from recbench.tracking import tracking_uri
+
+    uris = list(dict.fromkeys(store_uri(s) for s in stores)) if stores else [tracking_uri()]
+    opened = [_open_store(uri) for uri in uris]
+    where = f"in {', '.join(uris)}"
+    chosen: dict[str, str] = {}
+    runs: list[StoredRun] = []
     if experiments:
-        try:
-            chosen = store.experiments(experiments)
-        except RunLookupError as exc:
-            raise Refusal(str(exc)) from None
         asked = ", ".join(f"'{e}'" for e in experiments)
+        found: set[str] = set()
+        for store in opened:
+            holding = store.experiments(list(experiments), missing_ok=True)
+            found |= set(holding.values())
+            runs += store.finished_runs(holding) if holding else []
+            chosen.update({f"{store.uri}#{i}": n for i, n in holding.items()})
+        missing = [e for e in experiments if e not in found]
+        if missing:
+            held = sorted({n for store in opened for n in store.experiments().values()})
+            raise Refusal(
+                f"no experiment named {', '.join(map(repr, missing))} {where}; experiments holding recbench "
+                f"runs: {', '.join(held) or '(none)'}. Nothing was written."
+            )
     else:
         declared = recipe_experiments(recipes)
-        holding = store.experiments()  # experiments with at least one recbench run
-        chosen = {i: n for i, n in holding.items() if n in declared}
         asked = (
             f"the experiments the recipes in {recipes or recipes_folder()} declare "
             f"({', '.join(f'{e!r}' for e in declared) or 'none'})"
         )
+        others: set[str] = set()
+        for store in opened:
+            holding = store.experiments()  # experiments with at least one recbench run
+            others |= set(holding.values())
+            mine = {i: n for i, n in holding.items() if n in declared}
+            runs += store.finished_runs(mine) if mine else []
+            chosen.update({f"{store.uri}#{i}": n for i, n in mine.items()})
         if not chosen:
-            others = ", ".join(sorted(f"'{n}'" for n in holding.values())) or "none"
             raise Refusal(
-                f"no recbench runs {where} in {asked}; experiments holding recbench runs: {others}. Run a "
-                "recipe first (`recbench run recipes/morec_vs_idrec.yaml`), or choose experiments with "
-                "--experiment NAME. Nothing was written."
+                f"no recbench runs {where} in {asked}; experiments holding recbench runs: "
+                f"{', '.join(sorted(f'{n!r}' for n in others)) or 'none'}. Run a recipe first (`recbench run "
+                "recipes/morec_vs_idrec.yaml`), or choose experiments with --experiment NAME. Nothing was "
+                "written."
             )
-    runs = store.finished_runs(chosen)
     if not runs:
         raise Refusal(
             f"no FINISHED recbench run {where} in {asked} (failed or interrupted runs are not ranked): "

@@ -390,9 +390,9 @@ class Store:
         with store_lock(self.uri):  # a client creates a missing sqlite schema: never two at once
             self.client = MlflowClient(tracking_uri=self.uri)
 
-    def experiments(self, names: list[str] | None = None) -> dict[str, str]:
-        """{experiment id: name}: the named experiments (unknown names are an error), or every active
-        experiment that holds at least one recbench run."""
+    def experiments(self, names: list[str] | None = None, missing_ok: bool = False) -> dict[str, str]:
+        """{experiment id: name}: the named experiments (unknown names are an error, or left out with
+        `missing_ok`), or every active experiment that holds at least one recbench run."""
         from mlflow.entities import ViewType
 
         found, token = [], None
@@ -405,12 +405,12 @@ class Store:
         by_name = {e.name: e.experiment_id for e in found}
         if names:
             missing = [n for n in names if n not in by_name]
-            if missing:
+            if missing and not missing_ok:
                 raise RunLookupError(
                     f"no experiment named {', '.join(map(repr, missing))} in {self.uri}; "
                     f"experiments: {', '.join(sorted(by_name)) or '(none)'}"
                 )
-            return {by_name[n]: n for n in names}
+            return {by_name[n]: n for n in names if n in by_name}
         return {
             e.experiment_id: e.name
             for e in found

@@ -562,3 +562,74 @@ def blocks_of(text):
     from recbench import board_blocks as bb
 
     return bb.parse(text)[1]
+
+
+def test_several_stores_are_read_as_one(tmp_path, monkeypatch):
+    """Runs of one protocol made on two machines (two stores) rank in one table; a row in both is one row."""
+    first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
+    for db in (first, second):
+        db.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{first}")
+    text = {"kind": "text", "model": "minilm", "label": "text-minilm-frozen"}
+    earlier_id = log_run(Tracker("exp-a"), spec_for({"kind": "id"}), 0.5, rank_seed=1)
+    log_run(Tracker("exp-a"), spec_for(text), 0.6, rank_seed=2)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{second}")
+    later_id = log_run(Tracker("exp-b"), spec_for({"kind": "id"}), 0.5, rank_seed=3)  # same settings, seed
+    log_run(Tracker("exp-b"), spec_for({"kind": "clip", "label": "clip-image"}), 0.35, rank_seed=4)
+    monkeypatch.chdir(tmp_path)  # ./mlflow.db does not exist: only the named stores are read
+    out = tmp_path / "LB.md"
+    both = ["--store", "a/mlflow.db", "--store", f"sqlite:///{second}"]
+    write = ["leaderboard", *both, "--experiment", "exp-a", "--experiment", "exp-b", "--output", str(out)]
+    result = runner.invoke(app, write)
+    assert result.exit_code == 0, result.output
+    board = out.read_text()
+    tables = [t for t in board.split("\n## ")[1:] if not t.startswith("Runs left out")]
+    assert len(tables) == 1
+    rows = {
+        ln.split("|")[1].strip() for ln in tables[0].splitlines() if ln.startswith("| ") and "sasrec" in ln
+    }
+    assert rows == {"id", "text-minilm-frozen", "clip-image"}
+    left_out = board.split("## Runs left out")[1]
+    assert earlier_id[:12] in left_out and "superseded" in left_out and later_id[:12] not in left_out
+    assert "from experiments `exp-a`, `exp-b`" in board and "--store a/mlflow.db" in board
+    assert runner.invoke(app, [*write, "--check"]).exit_code == 0
+    assert not (tmp_path / "mlflow.db").exists()
+
+    # one store alone holds only one of the experiments: the other is named, nothing is written
+    result = runner.invoke(
+        app,
+        [
+            "leaderboard",
+            "--store",
+            "a/mlflow.db",
+            "--experiment",
+            "exp-b",
+            "--output",
+            str(tmp_path / "X.md"),
+        ],
+    )
+    assert result.exit_code == 2 and "'exp-b'" in result.output and "exp-a" in result.output
+    assert not (tmp_path / "X.md").exists()
+    # a store that is not there is refused, and not created
+    result = runner.invoke(
+        app,
+        [
+            "leaderboard",
+            "--store",
+            "a/mlflow.db",
+            "--store",
+            "c/mlflow.db",
+            "--output",
+            str(tmp_path / "X.md"),
+        ],
+    )
+    assert result.exit_code == 2 and "no MLflow store at" in result.output and "c/mlflow.db" in result.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "X.md").exists()
+    # each store written alone: the second store's table of the same protocol is refused, naming --store
+    alone = tmp_path / "ALONE.md"
+    for store, experiment, code in (("a/mlflow.db", "exp-a", 0), ("b/mlflow.db", "exp-b", 2)):
+        result = runner.invoke(
+            app, ["leaderboard", "--store", store, "--experiment", experiment, "--output", str(alone)]
+        )
+        assert result.exit_code == code, result.output
+    assert "--store for each store" in result.output and "exp-a, exp-b" in result.output
