@@ -596,35 +596,18 @@ def test_several_stores_are_read_as_one(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
     # one store alone holds only one of the experiments: the other is named, nothing is written
+    elsewhere = tmp_path / "X.md"
     result = runner.invoke(
-        app,
-        [
-            "leaderboard",
-            "--store",
-            "a/mlflow.db",
-            "--experiment",
-            "exp-b",
-            "--output",
-            str(tmp_path / "X.md"),
-        ],
+        app, f"leaderboard --store a/mlflow.db --experiment exp-b --output {elsewhere}".split()
     )
     assert result.exit_code == 2 and "'exp-b'" in result.output and "exp-a" in result.output
-    assert not (tmp_path / "X.md").exists()
+    assert not elsewhere.exists()
     # a store that is not there is refused, and not created
     result = runner.invoke(
-        app,
-        [
-            "leaderboard",
-            "--store",
-            "a/mlflow.db",
-            "--store",
-            "c/mlflow.db",
-            "--output",
-            str(tmp_path / "X.md"),
-        ],
+        app, f"leaderboard --store a/mlflow.db --store c/mlflow.db --output {elsewhere}".split()
     )
     assert result.exit_code == 2 and "no MLflow store at" in result.output and "c/mlflow.db" in result.output
-    assert not (tmp_path / "c").exists() and not (tmp_path / "X.md").exists()
+    assert not (tmp_path / "c").exists() and not elsewhere.exists()
     # each store written alone: the second store's table of the same protocol is refused, naming --store
     alone = tmp_path / "ALONE.md"
     for store, experiment, code in (("a/mlflow.db", "exp-a", 0), ("b/mlflow.db", "exp-b", 2)):
