@@ -216,11 +216,29 @@ def _timestamp_ties(table: Table) -> str:
     return f"equal timestamps ordered by {order}: {n} tied consecutive pairs"
 
 
+def _data_settings(dataset: dict[str, Any]) -> str:
+    """A protocol's dataset section in words: the settings that differ from the card ('' when none), and the
+    datasets mixed into it by name with their own settings."""
+    words = [
+        f"{k}={v}"
+        for k, v in sorted(dataset.items())
+        if k not in ("name", "mix_with") and v is not None and v != []
+    ]
+    for other in dataset.get("mix_with") or []:
+        own = _data_settings(other)
+        words.append(f"mixed with {other.get('name')}" + (f" ({own})" if own else ""))
+    return ", ".join(words)
+
+
+def _dataset_title(table: Table) -> str:
+    """The table's dataset, with the datasets mixed into it (a transfer regime's source stage)."""
+    mixed = [d.get("name") for d in (table.protocol.get("dataset") or {}).get("mix_with") or []]
+    return " + ".join([table.dataset, *mixed])
+
+
 def describe_protocol(table: Table) -> str:
     p = table.protocol
-    data = ", ".join(
-        f"{k}={v}" for k, v in sorted((p.get("dataset") or {}).items()) if k != "name" and v is not None
-    )
+    data = _data_settings(p.get("dataset") or {})
     split = ", ".join(f"{k}={v}" for k, v in sorted((p.get("split") or {}).items()) if k != "kind")
     loss = f"{p.get('loss')}" + (f" ({p['negatives']} negatives)" if p.get("negatives") else "")
     head, tail = p.get("popularity_head"), p.get("popularity_tail")
@@ -259,7 +277,7 @@ def _render_table(
     k, main = table.k, f"ndcg@{table.k}"
     tag = " (sampled)" if table.sampled else ""
     first = table.rows[0].runs[0].result
-    lines = [f"## {table.dataset} · {table.split} · {candidates_label(table.protocol)}", ""]
+    lines = [f"## {_dataset_title(table)} · {table.split} · {candidates_label(table.protocol)}", ""]
     if table.sampled:
         lines += [
             "> **Sampled-candidate protocol**: each target is ranked against "

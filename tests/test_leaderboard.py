@@ -616,3 +616,18 @@ def test_several_stores_are_read_as_one(tmp_path, monkeypatch):
         )
         assert result.exit_code == code, result.output
     assert "--store for each store" in result.output and "exp-a, exp-b" in result.output
+
+
+def test_a_mixed_dataset_is_named_in_words_not_as_a_settings_dump():
+    from types import SimpleNamespace
+
+    source = {"name": "sports", "min_rating": None, "user_core": 5, "mix_with": []}
+    dataset = {**source, "mix_with": [{"name": "toys", "min_rating": None, "item_core": 3, "mix_with": []}]}
+    assert lb._data_settings(dataset) == "user_core=5, mixed with toys (item_core=3)"
+    assert lb._data_settings({"name": "x", "min_rating": None, "mix_with": []}) == ""
+    table = SimpleNamespace(dataset="sports", protocol={"dataset": dataset})
+    assert lb._dataset_title(table) == "sports + toys"
+    assert (
+        lb._dataset_title(SimpleNamespace(dataset="beauty", protocol={"dataset": {"name": "beauty"}}))
+        == "beauty"
+    )
