@@ -686,40 +686,37 @@ def select_runs(
     uris = list(dict.fromkeys(store_uri(s) for s in stores)) if stores else [tracking_uri()]
     opened = [_open_store(uri) for uri in uris]
     where = f"in {', '.join(uris)}"
+    declared = None if experiments else recipe_experiments(recipes)
     chosen: dict[str, str] = {}
     runs: list[StoredRun] = []
+    for store in opened:
+        if experiments:
+            mine = store.experiments(list(experiments), missing_ok=True)
+        else:  # experiments with at least one recbench run that the recipes declare
+            mine = {i: n for i, n in store.experiments().items() if n in declared}
+        runs += store.finished_runs(mine)
+        chosen.update({f"{store.uri}#{i}": n for i, n in mine.items()})
+
+    def held() -> list[str]:  # experiments holding recbench runs, for the messages
+        return sorted({n for store in opened for n in store.experiments().values()})
+
     if experiments:
         asked = ", ".join(f"'{e}'" for e in experiments)
-        found: set[str] = set()
-        for store in opened:
-            holding = store.experiments(list(experiments), missing_ok=True)
-            found |= set(holding.values())
-            runs += store.finished_runs(holding) if holding else []
-            chosen.update({f"{store.uri}#{i}": n for i, n in holding.items()})
-        missing = [e for e in experiments if e not in found]
+        missing = [e for e in experiments if e not in chosen.values()]
         if missing:
-            held = sorted({n for store in opened for n in store.experiments().values()})
             raise Refusal(
                 f"no experiment named {', '.join(map(repr, missing))} {where}; experiments holding recbench "
-                f"runs: {', '.join(held) or '(none)'}. Nothing was written."
+                f"runs: {', '.join(held()) or '(none)'}. Nothing was written."
             )
     else:
-        declared = recipe_experiments(recipes)
         asked = (
             f"the experiments the recipes in {recipes or recipes_folder()} declare "
             f"({', '.join(f'{e!r}' for e in declared) or 'none'})"
         )
-        others: set[str] = set()
-        for store in opened:
-            holding = store.experiments()  # experiments with at least one recbench run
-            others |= set(holding.values())
-            mine = {i: n for i, n in holding.items() if n in declared}
-            runs += store.finished_runs(mine) if mine else []
-            chosen.update({f"{store.uri}#{i}": n for i, n in mine.items()})
         if not chosen:
             raise Refusal(
                 f"no recbench runs {where} in {asked}; experiments holding recbench runs: "
-                f"{', '.join(sorted(f'{n!r}' for n in others)) or 'none'}. Run a recipe first (`recbench run "
+                f"{', '.join(f'{n!r}' for n in held()) or 'none'}. Run a recipe first (`recbench run "
                 "recipes/morec_vs_idrec.yaml`), or choose experiments with --experiment NAME. Nothing was "
                 "written."
             )

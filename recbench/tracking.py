@@ -433,7 +433,9 @@ class Store:
                 return runs[:limit] if limit else runs
 
     def finished_runs(self, experiments: dict[str, str]) -> list[StoredRun]:
-        """Every FINISHED recbench run of these experiments, with its artifacts (oldest first)."""
+        """Every FINISHED recbench run of these experiments, with its artifacts (oldest first); none for none."""
+        if not experiments:
+            return []
         runs = self._search(list(experiments), "attributes.status = 'FINISHED'")
         return [self._load(run, experiments[run.info.experiment_id]) for run in runs]
 
